@@ -1,0 +1,295 @@
+//! One call of an action, in host terms (no wasmtime types): what goes in, what comes out.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Why an action is being called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// Called as a tool by an agent, a platform or the CLI.
+    #[default]
+    ToolCall,
+    /// Fired by a conversation message.
+    OnPrompt,
+    /// Fired by the end of a conversation.
+    ChatEnd,
+    /// Called by Test.
+    Test,
+}
+
+/// Who said a line of a transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The user.
+    User,
+    /// The AI agent.
+    Agent,
+    /// The platform.
+    System,
+}
+
+/// A line of a transcript.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TranscriptLine {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub text: String,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// One call of an action.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// Why.
+    pub trigger: Trigger,
+    /// The inputs (a JSON object).
+    pub inputs: Map<String, Value>,
+    /// The conversation, if any.
+    pub conversation_id: Option<String>,
+    /// The conversation's variables.
+    pub variables: Map<String, Value>,
+    /// The transcript, at chat-end.
+    pub transcript: Option<Vec<TranscriptLine>>,
+    /// The idempotency key; a fresh random one is made when empty.
+    pub idempotency_key: Option<String>,
+    /// Attempt number, from 1 (0 is taken as 1).
+    pub attempt: u32,
+    /// Record outbound requests instead of sending them.
+    pub dry_run: bool,
+}
+
+impl Call {
+    /// A tool call with these inputs.
+    pub fn tool(inputs: Map<String, Value>) -> Self {
+        Self {
+            inputs,
+            ..Self::default()
+        }
+    }
+}
+
+/// A successful result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Structured data for the agent.
+    pub data: Value,
+    /// A reply for the user, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// Variables to merge into the conversation.
+    pub variables: Map<String, Value>,
+}
+
+/// A field the plugin found invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The input field.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The class of an upstream failure, as the plugin reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamKind {
+    /// No answer in time.
+    Timeout,
+    /// No connection.
+    Connect,
+    /// 5xx.
+    ServerError,
+    /// 429.
+    RateLimited,
+    /// Another 4xx.
+    ClientError,
+    /// An unusable answer.
+    Protocol,
+}
+
+impl std::fmt::Display for UpstreamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::ServerError => "server-error",
+            Self::RateLimited => "rate-limited",
+            Self::ClientError => "client-error",
+            Self::Protocol => "protocol",
+        })
+    }
+}
+
+/// Why a call did not produce an outcome. Serialized with a `class` tag, the name the error
+/// policy and the API use.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "class", rename_all = "kebab-case")]
+pub enum Failure {
+    /// The plugin found inputs invalid: ask the user again.
+    #[error("invalid input: {}", fields.iter().map(|f| format!("{}: {}", f.field, f.reason)).collect::<Vec<_>>().join("; "))]
+    InvalidInput {
+        /// The fields and why.
+        fields: Vec<FieldError>,
+    },
+    /// The thing asked for does not exist.
+    #[error("not found: {message}")]
+    NotFound {
+        /// The plugin's words.
+        message: String,
+    },
+    /// An upstream call failed.
+    #[error("upstream {kind}{}: {message}", status.map(|s| format!(" (status {s})")).unwrap_or_default())]
+    Upstream {
+        /// Its class.
+        kind: UpstreamKind,
+        /// HTTP status, when there was one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// Retry-After in ms, when sent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+        /// A sentence.
+        message: String,
+    },
+    /// An outbound request was refused by policy.
+    #[error("denied ({code}): {message}")]
+    Denied {
+        /// The denial code.
+        code: String,
+        /// The sentence.
+        message: String,
+    },
+    /// The plugin reported a bug.
+    #[error("internal error in plugin: {message}")]
+    Internal {
+        /// The plugin's words.
+        message: String,
+    },
+    /// The call ran past its deadline and was stopped.
+    #[error("deadline of {deadline_ms} ms exceeded; the plugin was stopped")]
+    Deadline {
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The plugin tried to grow its memory past its limit.
+    #[error("memory limit of {limit_mb} MiB reached (limits.memory_mb); the plugin was stopped")]
+    MemoryLimit {
+        /// The limit.
+        limit_mb: u64,
+    },
+    /// The plugin trapped (a panic, `unreachable`, a bad memory access, ...).
+    #[error("plugin trapped: {message}")]
+    Trap {
+        /// What wasmtime reported, first line.
+        message: String,
+    },
+    /// The plugin returned something that breaks the contract (invalid JSON, say).
+    #[error("plugin broke the contract: {message}")]
+    Contract {
+        /// What was wrong.
+        message: String,
+    },
+    /// The inputs do not match the action's input schema; nothing was called.
+    #[error("inputs are not valid: {message}")]
+    BadInputs {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Failure {
+    /// The stable class name (`not-found`, `deadline`, ...).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::InvalidInput { .. } => "invalid-input",
+            Self::NotFound { .. } => "not-found",
+            Self::Upstream { .. } => "upstream",
+            Self::Denied { .. } => "denied",
+            Self::Internal { .. } => "internal",
+            Self::Deadline { .. } => "deadline",
+            Self::MemoryLimit { .. } => "memory-limit",
+            Self::Trap { .. } => "trap",
+            Self::Contract { .. } => "contract",
+            Self::BadInputs { .. } => "bad-inputs",
+        }
+    }
+}
+
+/// A request recorded in dry-run, rendered as it would have been sent, secrets left as
+/// `{{secret.NAME}}` placeholders.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The full URL.
+    pub url: String,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// The body as text (lossy UTF-8), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl std::fmt::Display for RecordedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} {}", self.method, self.url)?;
+        for (k, v) in &self.headers {
+            writeln!(f, "{k}: {v}")?;
+        }
+        if let Some(b) = &self.body {
+            writeln!(f)?;
+            writeln!(f, "{b}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A request the plugin made in a call, for reports and the error policy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentRequest {
+    /// The method.
+    pub method: String,
+    /// scheme://host:port/path, without query.
+    pub target: String,
+    /// Safe to repeat: an idempotent method, or an `Idempotency-Key` header was sent.
+    pub repeatable: bool,
+    /// What became of it: a status code, or the error class.
+    pub result: String,
+}
+
+/// Everything a call produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    /// The result.
+    pub result: Result<Outcome, Failure>,
+    /// The idempotency key used.
+    pub idempotency_key: String,
+    /// Requests recorded in dry-run.
+    pub recorded: Vec<RecordedRequest>,
+    /// Requests the plugin made (sent or refused).
+    pub requests: Vec<SentRequest>,
+    /// What the plugin printed and logged, and how much was cut at the caps.
+    pub output: OutputStats,
+    /// Wall time of the call in microseconds.
+    pub elapsed_us: u64,
+}
+
+/// Bytes a call wrote to stdout, stderr and the log: kept (forwarded to tracing) and dropped
+/// over the cap (`limits.output_kb`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutputStats {
+    /// stdout bytes kept.
+    pub stdout_kept: u64,
+    /// stdout bytes dropped.
+    pub stdout_dropped: u64,
+    /// stderr bytes kept.
+    pub stderr_kept: u64,
+    /// stderr bytes dropped.
+    pub stderr_dropped: u64,
+    /// log bytes dropped.
+    pub log_dropped: u64,
+}

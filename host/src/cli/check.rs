@@ -1,0 +1,118 @@
+//! `callout check`: validate, compile, cross-check, and show the grants.
+
+use std::fmt::Write as _;
+
+use super::{CliError, GlobalArgs};
+use crate::plugin::Plugin;
+
+/// Arguments of `callout check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {}
+
+impl CheckArgs {
+    /// Loads every action and prints each one's grants; fails if any action did not load.
+    ///
+    /// # Errors
+    /// [`CliError::LoadFailures`] listing each bad action with its file, field and fix.
+    pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        let (runtime, registry) = global.registry().await?;
+        let mut out = String::new();
+        for plugin in registry.plugins() {
+            describe_grants(&mut out, plugin);
+        }
+        let dev = runtime.dev_loopback();
+        if !dev.is_empty() {
+            let _ = writeln!(
+                out,
+                "dev-loopback in force: {}",
+                dev.entries()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let ok = registry.plugins().count();
+        let failed = registry.failures().len();
+        let _ = writeln!(out, "{ok} action(s) ok, {failed} failed");
+        print!("{out}");
+        if failed > 0 {
+            return Err(CliError::LoadFailures(
+                registry.failures().iter().map(|e| e.to_string()).collect(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+fn describe_grants(out: &mut String, plugin: &Plugin) {
+    let m = plugin.manifest();
+    let d = plugin.descriptor();
+    let _ = writeln!(out, "ok {} ({})", m.name(), m.path.display());
+    let _ = writeln!(
+        out,
+        "   component: {} (compile cache: {})",
+        m.component_path.display(),
+        plugin.cache_status().as_str()
+    );
+    let _ = writeln!(out, "   trigger: {}", m.raw.trigger.kind.as_str());
+    let required: Vec<&str> = d.input_schema["required"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let inputs: Vec<String> = d.input_schema["properties"]
+        .as_object()
+        .map(|p| {
+            p.keys()
+                .map(|k| {
+                    if required.contains(&k.as_str()) {
+                        format!("{k} (required)")
+                    } else {
+                        k.clone()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "   inputs: {}",
+        if inputs.is_empty() {
+            "none".into()
+        } else {
+            inputs.join(", ")
+        }
+    );
+    if m.http.allow.entries().is_empty() {
+        let _ = writeln!(out, "   http: nothing granted");
+    } else {
+        for e in m.http.allow.entries() {
+            let _ = writeln!(out, "   http: {e}");
+        }
+        let _ = writeln!(
+            out,
+            "   http limits: timeout {} ms, response {} bytes, request body {} bytes",
+            m.http.timeout_ms, m.http.max_response_bytes, m.http.max_request_bytes
+        );
+    }
+    for (name, s) in &m.secrets {
+        let crate::manifest::SecretSource::Env(var) = &s.source;
+        let hosts: Vec<String> = s.binding.hosts.iter().map(|h| h.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "   secret {name}: from env:{var}, header values only, to {}",
+            hosts.join(", ")
+        );
+    }
+    let l = &m.limits;
+    let _ = writeln!(
+        out,
+        "   limits: memory {} MiB, deadline {} ms, output {} KiB, table elements {}, instances {}",
+        l.memory_bytes >> 20,
+        l.deadline_ms,
+        l.output_bytes >> 10,
+        l.table_elements,
+        l.instances
+    );
+}

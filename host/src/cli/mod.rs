@@ -1,0 +1,137 @@
+//! The `callout` command line: global flags, one file per subcommand.
+//!
+//! Subcommands print their normal output to stdout and return errors; `main` is the only place
+//! that prints errors and picks the exit code ([`CliError::exit_code`]).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::HostConfig;
+use crate::plugin::{Runtime, RuntimeOptions};
+use crate::registry::Registry;
+
+pub mod check;
+pub mod invoke;
+pub mod list;
+
+/// Runs the API actions of AI agents as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "callout", version, about)]
+pub struct Cli {
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Directory of actions: every <dir>/*/action.toml is loaded.
+    #[arg(
+        long,
+        global = true,
+        default_value = "plugins",
+        env = "CALLOUT_ACTIONS"
+    )]
+    pub actions: PathBuf,
+    /// Data directory: compile cache and its key (git-ignore it).
+    #[arg(
+        long,
+        global = true,
+        default_value = ".callout",
+        env = "CALLOUT_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// callout.toml to read (default: ./callout.toml when it exists).
+    #[arg(long, global = true, env = "CALLOUT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Loopback host:port pairs actions may reach, comma-separated (development only).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub dev_loopback: Vec<String>,
+    /// More logging on stderr (-v info, -vv debug); CALLOUT_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate and compile every action, cross-check manifests against describe(), and print
+    /// what each action is granted.
+    Check(check::CheckArgs),
+    /// List the loaded actions.
+    List(list::ListArgs),
+    /// Call one action and print its outcome as JSON.
+    Invoke(invoke::InvokeArgs),
+}
+
+/// Errors with a meaning for the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The action ran and failed (exit 1).
+    #[error("action {action} failed: {message}")]
+    ActionFailed {
+        /// Which action.
+        action: String,
+        /// Why.
+        message: String,
+    },
+    /// Some actions did not load (exit 1).
+    #[error("{} action(s) failed to load:\n{}", .0.len(), .0.join("\n"))]
+    LoadFailures(Vec<String>),
+    /// The command line or the setup is wrong (exit 2).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    /// 1 for action and load failures, 2 for usage errors.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::ActionFailed { .. } | Self::LoadFailures(_) => 1,
+            Self::Usage(_) => 2,
+        }
+    }
+}
+
+impl GlobalArgs {
+    /// Reads callout.toml and builds the runtime.
+    ///
+    /// # Errors
+    /// A bad config file, dev-loopback entry or data dir.
+    pub fn runtime(&self) -> anyhow::Result<Runtime> {
+        let (config, _) = HostConfig::load(self.config.as_deref())?;
+        let mut options = RuntimeOptions::new(&self.data_dir);
+        options.config = config;
+        options.dev_loopback = self.dev_loopback.clone();
+        Runtime::new(options)
+    }
+
+    /// Builds the runtime and loads every action of `--actions`.
+    ///
+    /// # Errors
+    /// As [`GlobalArgs::runtime`], or an unreadable actions directory.
+    pub async fn registry(&self) -> anyhow::Result<(Runtime, Registry)> {
+        let runtime = self.runtime()?;
+        let registry = Registry::load_dir(&runtime, &self.actions).await?;
+        Ok((runtime, registry))
+    }
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    ///
+    /// # Errors
+    /// Whatever the subcommand reports; `main` prints it.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Check(c) => c.run(&self.global).await,
+            Command::List(c) => c.run(&self.global).await,
+            Command::Invoke(c) => c.run(&self.global).await,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `callout.toml`: settings of one deployment of the host.
+//!
+//! Everything here is optional; a missing file means the documented defaults. The file is read
+//! from `--config <path>`, or from `./callout.toml` when that exists. Unknown keys are errors, so a
+//! typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// The whole of `callout.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Loopback `host:port` pairs that actions may reach, for local development, the demo and
+    /// tests (same as the global `--dev-loopback` flag; the two lists are joined). Default: none,
+    /// and loopback and private addresses are refused.
+    pub dev_loopback: Vec<String>,
+    /// Limits of the engine's pooling allocator, shared by every action in the process.
+    pub pool: PoolLimits,
+    /// Host-wide outbound HTTP settings.
+    pub http: HttpSettings,
+    /// Per-deployment overrides of each action, by action name: `[actions.<name>.config]`.
+    pub actions: BTreeMap<String, ActionOverrides>,
+}
+
+/// Deployment overrides of one action. Overrides live here, never in edits of `action.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionOverrides {
+    /// Keys replacing (or adding to) the action's `[config]`.
+    pub config: toml::Table,
+}
+
+/// Limits of the pooling allocator (`[pool]`).
+///
+/// The pool reserves its slots up front, so these bound the whole process. The defaults admit
+/// components of 20 MB and more (interpreters built with componentize-py or componentize-js use
+/// several core instances, memories and large tables).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolLimits {
+    /// The largest linear memory any action may have, in MiB. An action's `limits.memory_mb` may
+    /// not exceed it (`callout check` says so). Default: 512.
+    pub max_memory_mb: u64,
+    /// The most table elements of one table. Default: 200 000.
+    pub table_elements: usize,
+    /// Component instances alive at once in the process (each in-flight call holds one).
+    /// Default: 1 000.
+    pub total_component_instances: u32,
+    /// Core instances alive at once in the process. Default: 4 000.
+    pub total_core_instances: u32,
+    /// Linear memories alive at once in the process. Default: 1 000.
+    pub total_memories: u32,
+    /// Tables alive at once in the process. Default: 2 000.
+    pub total_tables: u32,
+    /// Core instances in one component instance. Default: 64.
+    pub max_core_instances_per_component: u32,
+    /// Memories in one component instance. Default: 16.
+    pub max_memories_per_component: u32,
+    /// Tables in one component instance. Default: 64.
+    pub max_tables_per_component: u32,
+    /// Size of one core instance's VM context in KiB (grows with the number of functions,
+    /// globals and tables of a module). Default: 4 096.
+    pub max_core_instance_size_kb: usize,
+    /// Size of one component instance's VM context in KiB. Default: 1 024.
+    pub max_component_instance_size_kb: usize,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            max_memory_mb: 512,
+            table_elements: 200_000,
+            total_component_instances: 1_000,
+            total_core_instances: 4_000,
+            total_memories: 1_000,
+            total_tables: 2_000,
+            max_core_instances_per_component: 64,
+            max_memories_per_component: 16,
+            max_tables_per_component: 64,
+            max_core_instance_size_kb: 4_096,
+            max_component_instance_size_kb: 1_024,
+        }
+    }
+}
+
+/// Host-wide outbound HTTP settings (`[http]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Connect timeout for every outbound connection, in milliseconds. Default: 5 000.
+    pub connect_timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream host. Default: 32.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5_000,
+            max_idle_per_host: 32,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Reads `callout.toml` from `explicit`, or from `./callout.toml` if it exists, or returns the
+    /// defaults.
+    ///
+    /// # Errors
+    /// An explicit path that cannot be read, or a file that is not valid TOML of this shape.
+    pub fn load(explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let default = PathBuf::from("callout.toml");
+                if !default.exists() {
+                    return Ok((Self::default(), None));
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            path: path.clone(),
+            message: format!("cannot read it ({e}); check the --config path"),
+        })?;
+        let config = Self::parse(&text).map_err(|message| ConfigError {
+            path: path.clone(),
+            message,
+        })?;
+        Ok((config, Some(path)))
+    }
+
+    /// Parses the text of a `callout.toml`.
+    ///
+    /// # Errors
+    /// The TOML error, with the offending key and line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        if config.pool.max_memory_mb == 0 || config.pool.max_memory_mb > 4096 {
+            return Err(format!(
+                "pool.max_memory_mb = {} is out of range; use 1 to 4096",
+                config.pool.max_memory_mb
+            ));
+        }
+        if config.http.connect_timeout_ms == 0 || config.http.connect_timeout_ms > 30_000 {
+            return Err(format!(
+                "http.connect_timeout_ms = {} is out of range; use 1 to 30000",
+                config.http.connect_timeout_ms
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Folds a multi-line parser message (toml's carets and snippets) into one readable line.
+pub(crate) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = HostConfig::parse("").unwrap();
+        assert_eq!(c.pool, PoolLimits::default());
+        assert!(c.dev_loopback.is_empty());
+        assert_eq!(c.http.connect_timeout_ms, 5_000);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_that_names_it() {
+        let err = HostConfig::parse("[pool]\nmax_memroy_mb = 3\n").unwrap_err();
+        assert!(err.contains("max_memroy_mb"), "{err}");
+    }
+
+    #[test]
+    fn action_overrides_are_read_per_action() {
+        let c =
+            HostConfig::parse("[actions.order-status.config]\nbase_url = \"http://127.0.0.1:9\"\n")
+                .unwrap();
+        let o = &c.actions["order-status"];
+        assert_eq!(o.config["base_url"].as_str(), Some("http://127.0.0.1:9"));
+    }
+
+    #[test]
+    fn out_of_range_pool_memory_is_refused() {
+        let err = HostConfig::parse("[pool]\nmax_memory_mb = 0\n").unwrap_err();
+        assert!(err.contains("pool.max_memory_mb"), "{err}");
+    }
+}

@@ -1,0 +1,118 @@
+//! The wasmtime [`Engine`]: built once per process and shared by every action.
+//!
+//! Settings and why:
+//! - component model on, concurrency support off (it costs per call and no plugin needs it);
+//! - epoch interruption, driven by [`EpochTicker`] every [`EPOCH_TICK`], so a looping plugin is
+//!   stopped at its deadline without the cost of fuel metering;
+//! - the pooling allocator with copy-on-write memory images, so a call's instantiation is a few
+//!   microseconds; its limits come from `[pool]` in callout.toml;
+//! - memory growth failures trap (instead of returning -1, which Rust guests turn into an
+//!   `unreachable` abort with no explanation).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::PoolLimits;
+
+/// How often the epoch advances. A call's deadline is enforced to within about this much.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The largest wasm stack a call may use: 1 MiB.
+pub const MAX_WASM_STACK: usize = 1 << 20;
+
+/// Builds the process's engine with the pool sized by `pool`.
+///
+/// # Errors
+/// An invalid pool configuration (e.g. limits the platform cannot reserve).
+pub fn build_engine(pool: &PoolLimits) -> anyhow::Result<Engine> {
+    let mut p = PoolingAllocationConfig::new();
+    p.total_component_instances(pool.total_component_instances)
+        .total_core_instances(pool.total_core_instances)
+        .total_memories(pool.total_memories)
+        .total_tables(pool.total_tables)
+        .total_stacks(pool.total_component_instances)
+        .max_core_instances_per_component(pool.max_core_instances_per_component)
+        .max_memories_per_component(pool.max_memories_per_component)
+        .max_tables_per_component(pool.max_tables_per_component)
+        .max_memories_per_module(1)
+        .max_tables_per_module(pool.max_tables_per_component)
+        .table_elements(pool.table_elements)
+        .max_memory_size((pool.max_memory_mb as usize) << 20)
+        .max_core_instance_size(pool.max_core_instance_size_kb << 10)
+        .max_component_instance_size(pool.max_component_instance_size_kb << 10);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .concurrency_support(false)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    Engine::new(&config).map_err(anyhow::Error::from)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread until dropped.
+///
+/// A thread rather than a tokio task: the ticker must keep running when every runtime worker is
+/// busy inside a guest.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`.
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("callout-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawn the epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Epoch ticks for a deadline of `ms` milliseconds, rounded up, plus one tick so a deadline is
+/// never shorter than asked.
+pub fn deadline_ticks(ms: u64) -> u64 {
+    let tick = EPOCH_TICK.as_millis() as u64;
+    ms.div_ceil(tick) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_ticks_round_up_and_add_one() {
+        assert_eq!(deadline_ticks(10), 2);
+        assert_eq!(deadline_ticks(11), 3);
+        assert_eq!(deadline_ticks(10_000), 1_001);
+    }
+}

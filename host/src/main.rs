@@ -1,0 +1,57 @@
+//! The `callout` binary. This is the only place that prints errors and picks exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use callout::cli::{Cli, CliError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let dev = &cli.global.dev_loopback;
+    if !dev.is_empty() {
+        eprintln!(
+            "\n*** WARNING: --dev-loopback is on: actions may reach {} on this machine. ***\n\
+             *** For local development and tests only; never use it in production.   ***\n",
+            dev.join(", ")
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<CliError>()
+                .map(CliError::exit_code)
+                .unwrap_or(2);
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug,wasmtime=info,cranelift=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CALLOUT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,612 @@
+//! Loading a component with its manifest, and calling it.
+//!
+//! [`Runtime`] holds what is shared by the process (engine, linker, HTTP clients, compile
+//! cache, epoch ticker); [`Plugin`] is one loaded action: its resolved manifest, its
+//! `describe()`, and an `InstancePre` from which every call instantiates a fresh store.
+//! Nothing compiles on the call path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::bindings::{self, ActionPluginPre};
+use crate::cache::{CacheStatus, CompileCache};
+use crate::call::{Call, CallReport, Failure, FieldError, Outcome, Trigger, UpstreamKind};
+use crate::config::HostConfig;
+use crate::engine::{EpochTicker, build_engine, deadline_ticks};
+use crate::error::{LoadError, LoadErrorKind};
+use crate::manifest::{Limits, Manifest};
+use crate::outbound_http::{ActionHttp, OutboundHttp, Secrets};
+use crate::policy::DevLoopback;
+use crate::state::InstanceState;
+
+/// Extra time the tokio timeout around a call allows beyond the epoch deadline. Epochs stop a
+/// running guest; the timeout stops a guest parked in a host call (a slow upstream, say).
+const WALL_CLOCK_GRACE: Duration = Duration::from_millis(250);
+
+/// How a [`Runtime`] is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// `callout.toml`.
+    pub config: HostConfig,
+    /// The data dir (`--data-dir`, default `./.callout`): compile cache key, later the database.
+    pub data_dir: PathBuf,
+    /// The compile cache (default `<data-dir>/cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Extra dev-loopback entries (the `--dev-loopback` flag), joined with callout.toml's.
+    pub dev_loopback: Vec<String>,
+    /// Secret values supplied by the embedder (otherwise read from the environment).
+    pub secrets: Secrets,
+}
+
+impl RuntimeOptions {
+    /// Defaults: no config file, data in `./.callout`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            config: HostConfig::default(),
+            data_dir: data_dir.into(),
+            cache_dir: None,
+            dev_loopback: Vec::new(),
+            secrets: Secrets::default(),
+        }
+    }
+}
+
+/// What the process shares between actions.
+pub struct Runtime {
+    linker: Linker<InstanceState>,
+    http: Arc<OutboundHttp>,
+    cache: CompileCache,
+    config: HostConfig,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine, the linker (WASI p2 locked down, plus Callout's imports), the HTTP
+    /// clients and the compile cache, and starts the epoch ticker.
+    ///
+    /// # Errors
+    /// An invalid dev-loopback entry, a pool the platform cannot reserve, an unusable data dir.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let mut entries = options.config.dev_loopback.clone();
+        entries.extend(options.dev_loopback.iter().cloned());
+        let dev = DevLoopback::from_entries(&entries)
+            .map_err(|e| anyhow::anyhow!("--dev-loopback: {e}"))?;
+        let engine = build_engine(&options.config.pool)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::ActionPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        let http = Arc::new(OutboundHttp::new(
+            &options.config.http,
+            dev,
+            options.secrets,
+        )?);
+        let cache_dir = options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| options.data_dir.join("cache"));
+        let cache = CompileCache::open(&engine, &options.data_dir, &cache_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use the data dir {} or cache dir {}: {e}",
+                options.data_dir.display(),
+                cache_dir.display()
+            )
+        })?;
+        let ticker = EpochTicker::start(&engine);
+        Ok(Self {
+            linker,
+            http,
+            cache,
+            config: options.config,
+            _ticker: ticker,
+        })
+    }
+
+    /// The host settings in force.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// The dev-loopback entries in force (empty unless the operator asked).
+    pub fn dev_loopback(&self) -> &DevLoopback {
+        self.http.dev_loopback()
+    }
+
+    /// Loads one action from its `action.toml`: manifest, component (through the compile
+    /// cache), linking, `describe()`, and the cross-check of the two.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the file, the field and the fix.
+    pub async fn load(&self, manifest_path: &Path) -> Result<Plugin, LoadError> {
+        let pool = &self.config.pool;
+        let overrides = self
+            .config
+            .actions
+            .get(&manifest_name_hint(manifest_path))
+            .map(|o| &o.config);
+        // The name is only known after parsing; parse once to learn it, then again with its
+        // overrides if the folder name guessed wrong.
+        let mut manifest = Manifest::load(
+            manifest_path,
+            overrides,
+            pool.max_memory_mb,
+            pool.table_elements as u64,
+        )?;
+        if let Some(o) = self.config.actions.get(manifest.name())
+            && Some(&o.config) != overrides
+        {
+            manifest = Manifest::load(
+                manifest_path,
+                Some(&o.config),
+                pool.max_memory_mb,
+                pool.table_elements as u64,
+            )?;
+        }
+
+        let path = &manifest.component_path;
+        let wasm = std::fs::read(path).map_err(|e| {
+            LoadError::new(
+                LoadErrorKind::MissingComponent,
+                path,
+                format!(
+                    "cannot read it ({e}), named by component in {}; {}",
+                    manifest.path.display(),
+                    build_hint(&manifest)
+                ),
+            )
+        })?;
+        check_wasm_header(&wasm).map_err(|m| LoadError::new(LoadErrorKind::Component, path, m))?;
+        let (component, cache_status) = self
+            .cache
+            .load_or_compile(self.linker.engine(), &wasm)
+            .map_err(|e| {
+                LoadError::new(
+                    LoadErrorKind::Component,
+                    path,
+                    format!("it does not compile: {}", first_line(&e)),
+                )
+            })?;
+        let pre = self.instantiate_pre(&component, path)?;
+
+        let name: Arc<str> = Arc::from(manifest.name());
+        let config = Arc::new(manifest.config.clone());
+        let http = Arc::new(ActionHttp::new(
+            manifest.http.clone(),
+            manifest.secrets.clone(),
+        ));
+        let mut plugin = Plugin {
+            name,
+            pre,
+            config,
+            http,
+            shared: self.http.clone(),
+            descriptor: ActionDescriptor::default(),
+            cache_status,
+            manifest,
+        };
+        plugin.descriptor = plugin.describe().await?;
+        Ok(plugin)
+    }
+
+    fn instantiate_pre(
+        &self,
+        component: &Component,
+        path: &Path,
+    ) -> Result<ActionPluginPre<InstanceState>, LoadError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            LoadError::new(
+                LoadErrorKind::Component,
+                path,
+                format!(
+                    "it needs an import the host does not provide ({}); an action may import only \
+                     callout:plugin/outbound-http, log and config and WASI 0.2 (cli, clocks, random, io); \
+                     build it against the action-plugin world in wit/ (the callout-guest crate does)",
+                    first_line(&e)
+                ),
+            )
+        })?;
+        ActionPluginPre::new(pre).map_err(|e| {
+            LoadError::new(
+                LoadErrorKind::Component,
+                path,
+                format!(
+                    "it does not implement the callout:plugin/action-plugin world (no export \
+                     callout:plugin/action@0.1.0 with describe and invoke: {}); build it against \
+                     wit/ (for Rust, with the callout-guest crate and its export! macro)",
+                    first_line(&e)
+                ),
+            )
+        })
+    }
+}
+
+/// The folder name, used to find `[actions.<name>]` before the manifest is parsed.
+fn manifest_name_hint(manifest_path: &Path) -> String {
+    manifest_path
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn build_hint(manifest: &Manifest) -> String {
+    let dir = manifest.path.parent().unwrap_or(Path::new("."));
+    if dir.join("Cargo.toml").exists()
+        || dir.parent().is_some_and(|p| p.join("Cargo.toml").exists())
+    {
+        format!(
+            "build it with `rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2` \
+             in {} (see plugins/README.md)",
+            dir.display()
+        )
+    } else {
+        "build the plugin for wasm32-wasip2 first, or fix the path in component (see plugins/README.md)".to_string()
+    }
+}
+
+/// Refuses files that are not components before wasmtime is asked, with a fix for each case.
+fn check_wasm_header(wasm: &[u8]) -> Result<(), String> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        let head: String = wasm
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(format!(
+            "it is not a WebAssembly file (it starts with [{head}], not 00 61 73 6d); point component \
+             at the .wasm your build produced for wasm32-wasip2"
+        ));
+    }
+    match &wasm[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(
+            "it is a core WebAssembly module, not a component; build for --target wasm32-wasip2 \
+             (not wasm32-unknown-unknown or wasm32-wasip1), or wrap it with `wasm-tools component new`"
+                .to_string(),
+        ),
+        v => Err(format!("it has an unknown WebAssembly version or layer {v:02x?}; rebuild it for wasm32-wasip2")),
+    }
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(cause) = e.chain().nth(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg.lines().next().unwrap_or_default().to_string()
+}
+
+/// What an action is, as the agent sees it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ActionDescriptor {
+    /// The action's name (the manifest's).
+    pub name: String,
+    /// The manifest's description, or the component's.
+    pub description: String,
+    /// The effective input schema: the component's, narrowed by the manifest.
+    pub input_schema: Value,
+    /// The output schema, as the component declares it.
+    pub output_schema: Value,
+}
+
+/// One loaded action.
+pub struct Plugin {
+    name: Arc<str>,
+    pre: ActionPluginPre<InstanceState>,
+    config: Arc<toml::Table>,
+    http: Arc<ActionHttp>,
+    shared: Arc<OutboundHttp>,
+    descriptor: ActionDescriptor,
+    cache_status: CacheStatus,
+    manifest: Manifest,
+}
+
+impl Plugin {
+    /// The action's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its manifest, resolved.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Its descriptor (effective input schema included).
+    pub fn descriptor(&self) -> &ActionDescriptor {
+        &self.descriptor
+    }
+
+    /// Whether the component came from the compile cache.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status
+    }
+
+    fn store(&self, dry_run: bool) -> Store<InstanceState> {
+        let limits: &Limits = &self.manifest.limits;
+        let state = InstanceState::new(
+            self.name.clone(),
+            limits,
+            self.config.clone(),
+            self.shared.clone(),
+            self.http.clone(),
+            dry_run,
+        );
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        // Every epoch tick the guest checks in: past the deadline it traps, before it yields to
+        // the async executor, so a looping plugin shares its worker thread instead of holding
+        // it for its whole deadline.
+        let mut ticks_left = deadline_ticks(limits.deadline_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left = ticks_left.saturating_sub(1);
+            if ticks_left == 0 {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    fn wall_clock(&self) -> Duration {
+        Duration::from_millis(self.manifest.limits.deadline_ms) + WALL_CLOCK_GRACE
+    }
+
+    async fn describe(&self) -> Result<ActionDescriptor, LoadError> {
+        let path = &self.manifest.component_path;
+        let mut store = self.store(true);
+        let call = async {
+            let inst = self.pre.instantiate_async(&mut store).await?;
+            inst.callout_plugin_action().call_describe(&mut store).await
+        };
+        let result = tokio::time::timeout(self.wall_clock(), call).await;
+        store.data().flush_output();
+        let d = match result {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                let f = self.failure_of(&e, &store);
+                return Err(LoadError::new(LoadErrorKind::Describe, path, f.to_string()));
+            }
+            Err(_) => {
+                return Err(LoadError::new(
+                    LoadErrorKind::Describe,
+                    path,
+                    format!(
+                        "describe() did not return within {} ms",
+                        self.manifest.limits.deadline_ms
+                    ),
+                ));
+            }
+        };
+        let parse = |what: &str, text: &str| -> Result<Value, LoadError> {
+            let v: Value = serde_json::from_str(text).map_err(|e| {
+                LoadError::new(
+                    LoadErrorKind::Component,
+                    path,
+                    format!("describe() returned an {what} that is not JSON: {e}"),
+                )
+            })?;
+            if !v.is_object() {
+                return Err(LoadError::new(
+                    LoadErrorKind::Component,
+                    path,
+                    format!("describe() returned an {what} that is not a JSON object"),
+                ));
+            }
+            Ok(v)
+        };
+        let input = parse("input-schema", &d.input_schema)?;
+        let output = parse("output-schema", &d.output_schema)?;
+        let effective =
+            crate::inputs::narrow(&input, &self.manifest.raw.inputs).map_err(|errors| {
+                LoadError::new(
+                    LoadErrorKind::Contradiction,
+                    &self.manifest.path,
+                    format!(
+                        "{} (the component {} declares its inputs in describe())",
+                        errors.join("; "),
+                        path.display()
+                    ),
+                )
+            })?;
+        Ok(ActionDescriptor {
+            name: self.name.to_string(),
+            description: self
+                .manifest
+                .raw
+                .description
+                .clone()
+                .unwrap_or(d.description),
+            input_schema: effective,
+            output_schema: output,
+        })
+    }
+
+    /// Calls the action once in a fresh instance, under its limits and deadline.
+    ///
+    /// Never fails as a Rust error: everything that goes wrong, a trap or an exhausted limit
+    /// included, is a [`Failure`] in the report, and the next call starts clean.
+    pub async fn invoke(&self, call: Call) -> CallReport {
+        let started = Instant::now();
+        let key = call
+            .idempotency_key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(new_idempotency_key);
+        let invocation = bindings::Invocation {
+            action: self.name.to_string(),
+            trigger: match call.trigger {
+                Trigger::ToolCall => bindings::TriggerKind::ToolCall,
+                Trigger::OnPrompt => bindings::TriggerKind::OnPrompt,
+                Trigger::ChatEnd => bindings::TriggerKind::ChatEnd,
+                Trigger::Test => bindings::TriggerKind::Test,
+            },
+            inputs: Value::Object(call.inputs).to_string(),
+            conversation_id: call.conversation_id,
+            variables: Value::Object(call.variables).to_string(),
+            transcript: call.transcript.map(|t| {
+                t.into_iter()
+                    .map(|l| bindings::Message {
+                        role: match l.role {
+                            crate::call::Role::User => bindings::Role::User,
+                            crate::call::Role::Agent => bindings::Role::Agent,
+                            crate::call::Role::System => bindings::Role::System,
+                        },
+                        text: l.text,
+                        at_ms: l.at_ms,
+                    })
+                    .collect()
+            }),
+            idempotency_key: key.clone(),
+            attempt: call.attempt.max(1),
+            dry_run: call.dry_run,
+        };
+        let mut store = self.store(call.dry_run);
+        let run = async {
+            let inst = self.pre.instantiate_async(&mut store).await?;
+            inst.callout_plugin_action()
+                .call_invoke(&mut store, &invocation)
+                .await
+        };
+        let result = match tokio::time::timeout(self.wall_clock(), run).await {
+            Ok(Ok(Ok(outcome))) => convert_outcome(outcome),
+            Ok(Ok(Err(error))) => Err(convert_error(error)),
+            Ok(Err(trap)) => Err(self.failure_of(&trap, &store)),
+            Err(_) => Err(Failure::Deadline {
+                deadline_ms: self.manifest.limits.deadline_ms,
+            }),
+        };
+        let state = store.data_mut();
+        let output = state.flush_output();
+        if let Err(f) = &result {
+            tracing::info!(action = %self.name, class = f.class(), "call failed: {f}");
+        }
+        CallReport {
+            result,
+            idempotency_key: key,
+            recorded: std::mem::take(&mut state.recorded),
+            requests: std::mem::take(&mut state.requests),
+            output,
+            elapsed_us: started.elapsed().as_micros() as u64,
+        }
+    }
+
+    /// Turns a trap (or host error) into the failure the caller sees.
+    fn failure_of(&self, e: &wasmtime::Error, store: &Store<InstanceState>) -> Failure {
+        if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+            return Failure::Deadline {
+                deadline_ms: self.manifest.limits.deadline_ms,
+            };
+        }
+        if store.data().limits.memory_exceeded {
+            return Failure::MemoryLimit {
+                limit_mb: self.manifest.limits.memory_bytes >> 20,
+            };
+        }
+        let mut message = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(t) => t.to_string(),
+            None => first_line(e),
+        };
+        // A Rust panic prints "thread '..' panicked at file:line:col:" and the message on the
+        // next line to stderr before trapping: quote those, they say what went wrong.
+        let (stderr, _) = store.data().stderr.contents();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let quoted = match lines.iter().position(|l| l.contains("panicked at")) {
+            Some(i) => lines[i..]
+                .iter()
+                .take(2)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => lines.last().copied().unwrap_or_default().to_string(),
+        };
+        if !quoted.is_empty() {
+            let quoted: String = quoted.chars().take(300).collect();
+            message = format!("{message} (stderr: {})", quoted.escape_debug());
+        }
+        Failure::Trap { message }
+    }
+}
+
+fn convert_outcome(o: bindings::Outcome) -> Result<Outcome, Failure> {
+    let data: Value = serde_json::from_str(&o.data).map_err(|e| Failure::Contract {
+        message: format!("outcome.data is not JSON: {e}"),
+    })?;
+    let variables = if o.variables.trim().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str::<Value>(&o.variables) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Err(Failure::Contract {
+                    message: "outcome.variables is not a JSON object".into(),
+                });
+            }
+            Err(e) => {
+                return Err(Failure::Contract {
+                    message: format!("outcome.variables is not JSON: {e}"),
+                });
+            }
+        }
+    };
+    Ok(Outcome {
+        data,
+        reply: o.reply,
+        variables,
+    })
+}
+
+fn convert_error(e: bindings::ActionError) -> Failure {
+    use bindings::ActionError as E;
+    match e {
+        E::InvalidInput(fields) => Failure::InvalidInput {
+            fields: fields
+                .into_iter()
+                .map(|f| FieldError {
+                    field: f.field,
+                    reason: f.reason,
+                })
+                .collect(),
+        },
+        E::NotFound(message) => Failure::NotFound { message },
+        E::Upstream(u) => Failure::Upstream {
+            kind: match u.kind {
+                bindings::UpstreamKind::Timeout => UpstreamKind::Timeout,
+                bindings::UpstreamKind::Connect => UpstreamKind::Connect,
+                bindings::UpstreamKind::ServerError => UpstreamKind::ServerError,
+                bindings::UpstreamKind::RateLimited => UpstreamKind::RateLimited,
+                bindings::UpstreamKind::ClientError => UpstreamKind::ClientError,
+                bindings::UpstreamKind::Protocol => UpstreamKind::Protocol,
+            },
+            status: u.status,
+            retry_after_ms: u.retry_after_ms,
+            message: u.message,
+        },
+        E::Denied(d) => Failure::Denied {
+            code: d.code,
+            message: d.message,
+        },
+        E::Internal(message) => Failure::Internal { message },
+    }
+}
+
+/// A fresh random idempotency key (128 bits, hex).
+pub fn new_idempotency_key() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    hex::encode(b)
+}
