@@ -1,0 +1,186 @@
+//! The `callout` binary, run as a real process.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn callout(actions: &Actions, data: &tempfile::TempDir, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_callout"))
+        .arg("--actions")
+        .arg(actions.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(args)
+        .env_remove("CALLOUT_LOG")
+        .env("CALLOUT_CONFIG", write_small_pool(data))
+        .output()
+        .unwrap()
+}
+
+fn write_small_pool(data: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = data.path().join("callout.toml");
+    std::fs::write(&p, "[pool]\ntotal_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n").unwrap();
+    p
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn invoke_prints_the_outcome_as_json() {
+    let actions = Actions::new();
+    actions.add(
+        "echo",
+        "name = \"echo\"\ncomponent = \"{echo}\"\n[config]\ngreeting = \"hello\"\n",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let out = callout(
+        &actions,
+        &data,
+        &["invoke", "echo", "--input", r#"{"message":"hi"}"#],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["message"], "hi");
+    assert_eq!(v["data"]["greeting"], "hello");
+    assert_eq!(v["reply"], "echo: hi");
+}
+
+#[test]
+fn invoke_dry_run_prints_every_recorded_request_with_secrets_redacted() {
+    let actions = Actions::new();
+    actions.add(
+        "echo",
+        "name = \"echo\"\ncomponent = \"{echo}\"\n[http]\nallow = [{ url = \"https://crm.example.com/v1/\", methods = [\"POST\"] }]\n\
+         [secrets.CRM_TOKEN]\nfrom = \"env:CALLOUT_TEST_CRM_TOKEN\"\nhosts = [\"https://crm.example.com\"]\n",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let input = r#"{"message":"hi","method":"POST","url":"https://crm.example.com/v1/leads?src=chat","headers":{"authorization":"Bearer {{secret.CRM_TOKEN}}"},"body":"{\"email\":\"ada@example.com\"}"}"#;
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["--actions"])
+        .arg(actions.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["invoke", "echo", "--dry-run", "--input", input])
+        .env("CALLOUT_CONFIG", write_small_pool(&data))
+        .env("CALLOUT_TEST_CRM_TOKEN", "tok-must-not-appear")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("dry-run: 1 request(s) recorded, none sent"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("POST https://crm.example.com/v1/leads?src=chat"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("authorization: Bearer {{secret.CRM_TOKEN}}"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"{"email":"ada@example.com"}"#),
+        "{stderr}"
+    );
+    let all = format!("{stderr}{}", text(&out.stdout));
+    assert!(!all.contains("tok-must-not-appear"), "secret leaked: {all}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["http"], "dry-run");
+}
+
+#[test]
+fn invoke_failure_prints_the_error_and_exits_1() {
+    let actions = Actions::new();
+    actions.add(
+        "hostile",
+        "name = \"hostile\"\ncomponent = \"{hostile}\"\n[limits]\ndeadline_ms = 200\n",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let out = callout(
+        &actions,
+        &data,
+        &["invoke", "hostile", "--input", r#"{"mode":"loop"}"#],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("error: action hostile failed: deadline of 200 ms exceeded"),
+        "{}",
+        text(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["class"], "deadline");
+}
+
+#[test]
+fn unknown_action_and_bad_input_are_usage_errors() {
+    let actions = Actions::new();
+    actions.add("echo", "name = \"echo\"\ncomponent = \"{echo}\"\n");
+    let data = tempfile::tempdir().unwrap();
+    let out = callout(&actions, &data, &["invoke", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no action named \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("loaded: [echo]"));
+    let out = callout(&actions, &data, &["invoke", "echo", "--input", "[1]"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--input must be a JSON object"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_prints_grants_and_fails_on_a_bad_action() {
+    let actions = Actions::new();
+    actions.add(
+        "echo",
+        "name = \"echo\"\ncomponent = \"{echo}\"\n[http]\nallow = [\"https://api.example.com/v1/\"]\nmethods = [\"GET\", \"POST\"]\n",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let out = callout(&actions, &data, &["check"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("ok echo"), "{stdout}");
+    assert!(stdout.contains("https://api.example.com"), "{stdout}");
+    assert!(stdout.contains("POST"), "{stdout}");
+    assert!(
+        stdout.contains("limits: memory 64 MiB, deadline 10000 ms"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 action(s) ok, 0 failed"), "{stdout}");
+
+    actions.add(
+        "broken",
+        "name = \"broken\"\ncomponent = \"{echo}\"\n[http]\nallow = [\"api.example.com\"]\n",
+    );
+    let out = callout(&actions, &data, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("1 action(s) failed to load"), "{stderr}");
+    assert!(
+        stderr.contains("broken/action.toml: http.allow[0]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("https://api.example.com"), "{stderr}");
+}
+
+#[test]
+fn list_shows_actions_and_json_descriptors() {
+    let actions = Actions::new();
+    actions.add("echo", "name = \"echo\"\ncomponent = \"{echo}\"\n");
+    let data = tempfile::tempdir().unwrap();
+    let out = callout(&actions, &data, &["list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "echo");
+    assert_eq!(v[0]["input_schema"]["required"][0], "message");
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the host: real wasmtime, real components built from source
+//! (tests/plugins), real HTTP on loopback. One test binary, one module per area.
+
+mod support;
+
+mod cache;
+mod cli;
+mod hostile;
+mod http;
+mod loading;
