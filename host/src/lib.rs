@@ -24,6 +24,7 @@ pub mod cache;
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod inputs;

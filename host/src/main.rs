@@ -9,14 +9,6 @@ use callout::cli::{Cli, CliError};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
-    let dev = &cli.global.dev_loopback;
-    if !dev.is_empty() {
-        eprintln!(
-            "\n*** WARNING: --dev-loopback is on: actions may reach {} on this machine. ***\n\
-             *** For local development and tests only; never use it in production.   ***\n",
-            dev.join(", ")
-        );
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -76,6 +76,13 @@ impl Runtime {
         entries.extend(options.dev_loopback.iter().cloned());
         let dev = DevLoopback::from_entries(&entries)
             .map_err(|e| anyhow::anyhow!("--dev-loopback: {e}"))?;
+        if !dev.is_empty() {
+            let list: Vec<String> = dev.entries().iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                "dev-loopback is on: actions may reach {} (development only)",
+                list.join(", ")
+            );
+        }
         let engine = build_engine(&options.config.pool)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

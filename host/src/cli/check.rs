@@ -98,7 +98,7 @@ fn describe_grants(out: &mut String, plugin: &Plugin) {
     }
     for (name, s) in &m.secrets {
         let crate::manifest::SecretSource::Env(var) = &s.source;
-        let hosts: Vec<String> = s.binding.hosts.iter().map(|h| h.to_string()).collect();
+        let hosts: Vec<String> = s.binding.hosts.iter().map(|h| h.spec()).collect();
         let _ = writeln!(
             out,
             "   secret {name}: from env:{var}, header values only, to {}",

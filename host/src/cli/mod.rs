@@ -12,6 +12,7 @@ use crate::plugin::{Runtime, RuntimeOptions};
 use crate::registry::Registry;
 
 pub mod check;
+pub mod demo;
 pub mod invoke;
 pub mod list;
 
@@ -67,6 +68,10 @@ pub enum Command {
     List(list::ListArgs),
     /// Call one action and print its outcome as JSON.
     Invoke(invoke::InvokeArgs),
+    /// Run the three example actions against a demo back end started in-process.
+    Demo(demo::DemoArgs),
+    /// Serve the demo back end's APIs (orders, memberships, CRM) on loopback.
+    DemoBackend(demo::DemoBackendArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -108,7 +113,17 @@ impl GlobalArgs {
         let mut options = RuntimeOptions::new(&self.data_dir);
         options.config = config;
         options.dev_loopback = self.dev_loopback.clone();
-        Runtime::new(options)
+        let runtime = Runtime::new(options)?;
+        let dev = runtime.dev_loopback();
+        if !dev.is_empty() {
+            let list: Vec<String> = dev.entries().iter().map(ToString::to_string).collect();
+            eprintln!(
+                "\n*** WARNING: dev-loopback is on: actions may reach {} on this machine. ***\n\
+                 *** For local development and tests only; never use it in production.   ***\n",
+                list.join(", ")
+            );
+        }
+        Ok(runtime)
     }
 
     /// Builds the runtime and loads every action of `--actions`.
@@ -132,6 +147,8 @@ impl Cli {
             Command::Check(c) => c.run(&self.global).await,
             Command::List(c) => c.run(&self.global).await,
             Command::Invoke(c) => c.run(&self.global).await,
+            Command::Demo(c) => c.run(&self.global).await,
+            Command::DemoBackend(c) => c.run(&self.global).await,
         }
     }
 }
