@@ -5,6 +5,7 @@ mod support;
 
 mod cache;
 mod cli;
+mod demo;
 mod hostile;
 mod http;
 mod loading;

@@ -25,40 +25,63 @@ pub fn repo() -> PathBuf {
 }
 
 /// Builds tests/plugins once per test run and returns the folder holding the `.wasm` files.
-///
-/// A `OnceLock` makes the build happen once per process; a file lock makes concurrent test
-/// processes (nextest, two `cargo test`s) wait for each other instead of racing in one target
-/// dir. The nested cargo gets a clean environment for RUSTFLAGS and target-dir, so the host's
-/// flags never leak into the wasm build and the outer cargo's lock is not contended.
 pub fn plugins_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_wasm_workspace(&repo().join("tests/plugins")))
+}
+
+/// Builds the example actions in plugins/ once per test run (where their action.toml files
+/// expect them) and returns the plugins/ folder, ready to use as `--actions`.
+pub fn example_actions() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let ws = repo().join("tests/plugins");
-        let target = ws.join("target");
-        std::fs::create_dir_all(&target).unwrap();
-        let lock = std::fs::File::create(target.join(".build.lock")).unwrap();
-        lock.lock().unwrap();
-        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-            .arg(&target)
-            .current_dir(&ws)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .env_remove("CARGO_BUILD_RUSTFLAGS")
-            .output()
-            .expect("run cargo to build the test plugins");
-        lock.unlock().unwrap();
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("wasm32-wasip2") && (stderr.contains("not installed") || stderr.contains("can't find crate")) {
-                panic!("the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`\n{stderr}");
-            }
-            panic!("building tests/plugins failed:\n{stderr}");
-        }
-        target.join("wasm32-wasip2/release")
+        build_wasm_workspace(&repo().join("plugins"));
+        repo().join("plugins")
     })
+}
+
+/// Runs `cargo build --release --target wasm32-wasip2` in the cargo workspace `ws`.
+///
+/// A `OnceLock` per workspace makes the build happen once per process; a file lock makes
+/// concurrent test processes (nextest, two `cargo test`s) wait for each other instead of racing
+/// in one target dir. The nested cargo gets its own target dir (`ws/target`) and a clean
+/// environment for RUSTFLAGS, so the host's flags never leak into the wasm build and the outer
+/// cargo's lock is not contended.
+fn build_wasm_workspace(ws: &Path) -> PathBuf {
+    let target = ws.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let lock = std::fs::File::create(target.join(".build.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(ws)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .output()
+        .expect("run cargo to build wasm plugins");
+    lock.unlock().unwrap();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("wasm32-wasip2")
+            && (stderr.contains("not installed") || stderr.contains("can't find crate"))
+        {
+            panic!(
+                "the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`\n{stderr}"
+            );
+        }
+        panic!("building {} failed:\n{stderr}", ws.display());
+    }
+    target.join("wasm32-wasip2/release")
 }
 
 /// The path of a built test plugin, e.g. `wasm("echo")`.
