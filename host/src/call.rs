@@ -193,12 +193,6 @@ pub enum Failure {
         /// What was wrong.
         message: String,
     },
-    /// The inputs do not match the action's input schema; nothing was called.
-    #[error("inputs are not valid: {message}")]
-    BadInputs {
-        /// What is wrong.
-        message: String,
-    },
 }
 
 impl Failure {
@@ -214,7 +208,6 @@ impl Failure {
             Self::MemoryLimit { .. } => "memory-limit",
             Self::Trap { .. } => "trap",
             Self::Contract { .. } => "contract",
-            Self::BadInputs { .. } => "bad-inputs",
         }
     }
 }

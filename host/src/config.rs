@@ -25,6 +25,9 @@ pub struct HostConfig {
     pub http: HttpSettings,
     /// Per-deployment overrides of each action, by action name: `[actions.<name>.config]`.
     pub actions: BTreeMap<String, ActionOverrides>,
+    /// The secrets file (`file:KEY` secrets): a TOML table of string values, readable by its
+    /// owner only. Default: `<data-dir>/secrets.toml`, used when it exists.
+    pub secrets_file: Option<PathBuf>,
 }
 
 /// Deployment overrides of one action. Overrides live here, never in edits of `action.toml`.
@@ -96,6 +99,9 @@ pub struct HttpSettings {
     pub connect_timeout_ms: u64,
     /// Idle keep-alive connections kept per upstream host. Default: 32.
     pub max_idle_per_host: usize,
+    /// Lets an action grant `"*://*:*"` (every host). Insecure: only the blocked-network guard
+    /// then limits it, and a warning is logged for each such grant. Default: false.
+    pub insecure_allow_any_host: bool,
 }
 
 impl Default for HttpSettings {
@@ -103,6 +109,7 @@ impl Default for HttpSettings {
         Self {
             connect_timeout_ms: 5_000,
             max_idle_per_host: 32,
+            insecure_allow_any_host: false,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod bindings;
 pub mod cache;
 pub mod call;

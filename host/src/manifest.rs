@@ -36,6 +36,37 @@ pub const DEFAULT_OUTPUT_KB: u64 = 64;
 pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
 /// Core instances one call may create: 32.
 pub const DEFAULT_INSTANCES: u64 = 32;
+/// Redirect hops followed when `http.redirects` is not set: 0 (redirects off).
+pub const DEFAULT_REDIRECTS: u32 = 0;
+/// The most redirect hops an action may ask for: 10.
+pub const MAX_REDIRECTS: u32 = 10;
+/// Response headers accepted when `http.max_response_headers` is not set: 100.
+pub const DEFAULT_MAX_RESPONSE_HEADERS: u32 = 100;
+/// Concurrent outbound requests of one action (across its calls) when `http.max_concurrent` is
+/// not set: 16.
+pub const DEFAULT_MAX_CONCURRENT: u32 = 16;
+
+/// What the host allows manifests to ask for: the pool's ceilings and the operator's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// `pool.max_memory_mb`.
+    pub max_memory_mb: u64,
+    /// `pool.table_elements`.
+    pub max_table_elements: u64,
+    /// `http.insecure_allow_any_host`: whether `"*://*:*"` may be granted.
+    pub allow_any_host: bool,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        let pool = crate::config::PoolLimits::default();
+        Self {
+            max_memory_mb: pool.max_memory_mb,
+            max_table_elements: pool.table_elements as u64,
+            allow_any_host: false,
+        }
+    }
+}
 
 /// `action.toml` exactly as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +201,16 @@ pub struct HttpSpec {
     /// Request body cap in bytes. Default 1 MiB.
     #[serde(default)]
     pub max_request_bytes: Option<u64>,
+    /// Redirect hops the host follows for the plugin, each re-checked against the grants and
+    /// the guard. Default 0 (off: the plugin sees the 3xx); at most 10.
+    #[serde(default)]
+    pub redirects: Option<u32>,
+    /// Response headers accepted. Default 100.
+    #[serde(default)]
+    pub max_response_headers: Option<u32>,
+    /// Outbound requests in flight at once for this action, across its calls. Default 16.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
 }
 
 /// One `http.allow` entry.
@@ -192,14 +233,38 @@ pub enum AllowSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSpec {
-    /// Where the value comes from: `env:VARIABLE`.
+    /// Where the value comes from: `env:VARIABLE`, or `file:KEY` (a key of the host's secrets
+    /// file, `secrets_file` in callout.toml, default `<data-dir>/secrets.toml`).
     pub from: String,
     /// Destinations it may be sent to (`scheme://host[:port][/prefix]`, `{{config.KEY}}`
     /// allowed). Required: a secret bound to nothing can go nowhere.
     pub hosts: Vec<String>,
-    /// Where it may be filled in. Default and, for now, only value: `["header"]`.
+    /// Where it may be filled in: `header` (values), `query`, `body`. Default `["header"]`.
     #[serde(default, rename = "in")]
     pub places: Option<Vec<String>>,
+}
+
+/// Where a secret may be filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretPlace {
+    /// Header values (the default).
+    Header,
+    /// The URL's query string.
+    Query,
+    /// The request body.
+    Body,
+}
+
+impl SecretPlace {
+    /// `header`, `query` or `body`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Query => "query",
+            Self::Body => "body",
+        }
+    }
 }
 
 /// `[limits]`: what one call may use.
@@ -229,6 +294,17 @@ pub enum SecretSource {
     /// An environment variable of the host process (or a value the embedder supplied under
     /// that name, see [`crate::Secrets`]).
     Env(String),
+    /// A key of the host's secrets file.
+    File(String),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(v) => write!(f, "env:{v}"),
+            Self::File(k) => write!(f, "file:{k}"),
+        }
+    }
 }
 
 /// A secret the manifest declares, resolved.
@@ -238,6 +314,8 @@ pub struct SecretGrant {
     pub source: SecretSource,
     /// Where it may go.
     pub binding: SecretBinding,
+    /// Where in a request it may be filled in.
+    pub places: Vec<SecretPlace>,
 }
 
 /// Resolved per-call limits, defaults filled in.
@@ -266,6 +344,12 @@ pub struct HttpGrants {
     pub max_response_bytes: u64,
     /// Request body cap.
     pub max_request_bytes: u64,
+    /// Redirect hops followed (0: off).
+    pub redirects: u32,
+    /// Response headers accepted.
+    pub max_response_headers: u32,
+    /// Requests in flight at once for the action.
+    pub max_concurrent: u32,
 }
 
 /// A manifest checked and resolved against the deployment's settings.
@@ -301,8 +385,7 @@ impl Manifest {
     pub fn load(
         path: &Path,
         overrides: Option<&toml::Table>,
-        max_memory_mb: u64,
-        max_table_elements: u64,
+        host: &HostLimits,
     ) -> Result<Self, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             LoadError::new(
@@ -311,7 +394,7 @@ impl Manifest {
                 format!("cannot read it: {e}"),
             )
         })?;
-        Self::parse(path, &text, overrides, max_memory_mb, max_table_elements)
+        Self::parse(path, &text, overrides, host)
     }
 
     /// Like [`Manifest::load`] on text already read.
@@ -322,9 +405,13 @@ impl Manifest {
         path: &Path,
         text: &str,
         overrides: Option<&toml::Table>,
-        max_memory_mb: u64,
-        max_table_elements: u64,
+        host: &HostLimits,
     ) -> Result<Self, LoadError> {
+        let HostLimits {
+            max_memory_mb,
+            max_table_elements,
+            allow_any_host,
+        } = *host;
         let err = |detail: String| LoadError::new(LoadErrorKind::Manifest, path, detail);
         let raw: RawManifest = toml::from_str(text).map_err(|e| err(one_line(&e.to_string())))?;
         check_name(&raw.name).map_err(err)?;
@@ -365,8 +452,15 @@ impl Manifest {
                 .map_err(err)?
                 .unwrap_or_else(|| default_methods.clone());
             let url = fill_config(url, &config, &field, &raw.name).map_err(err)?;
-            let entry =
-                AllowEntry::parse(&url, &methods).map_err(|m| err(format!("{field}: {m}")))?;
+            let entry = AllowEntry::parse_with(&url, &methods, allow_any_host)
+                .map_err(|m| err(format!("{field}: {m}")))?;
+            if entry.host() == &crate::policy::HostPattern::Any {
+                tracing::warn!(
+                    "{}: {field} grants every host (http.insecure_allow_any_host is on); only the \
+                     blocked-network guard limits this action",
+                    path.display()
+                );
+            }
             entries.push(entry);
         }
 
@@ -384,6 +478,27 @@ impl Manifest {
             .http
             .max_request_bytes
             .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        let redirects = raw.http.redirects.unwrap_or(DEFAULT_REDIRECTS);
+        if redirects > MAX_REDIRECTS {
+            return Err(err(format!(
+                "http.redirects = {redirects} is out of range; use 0 (off) to {MAX_REDIRECTS}"
+            )));
+        }
+        let max_response_headers = raw
+            .http
+            .max_response_headers
+            .unwrap_or(DEFAULT_MAX_RESPONSE_HEADERS);
+        if max_response_headers == 0 || max_response_headers > 1_000 {
+            return Err(err(format!(
+                "http.max_response_headers = {max_response_headers} is out of range; use 1 to 1000"
+            )));
+        }
+        let max_concurrent = raw.http.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
+        if max_concurrent == 0 || max_concurrent > 10_000 {
+            return Err(err(format!(
+                "http.max_concurrent = {max_concurrent} is out of range; use 1 to 10000"
+            )));
+        }
         for (field, v) in [
             ("http.max_response_bytes", max_response_bytes),
             ("http.max_request_bytes", max_request_bytes),
@@ -407,21 +522,37 @@ impl Manifest {
             }
             let source = match spec.from.split_once(':') {
                 Some(("env", var)) if !var.is_empty() => SecretSource::Env(var.to_string()),
+                Some(("file", key)) if !key.is_empty() => SecretSource::File(key.to_string()),
                 _ => {
                     return Err(err(format!(
-                        "{field}.from = {:?} is not a known source; write \"env:VARIABLE\"",
+                        "{field}.from = {:?} is not a known source; write \"env:VARIABLE\" or \
+                         \"file:KEY\" (a key of the host's secrets file)",
                         spec.from
                     )));
                 }
             };
-            if let Some(places) = &spec.places
-                && let Some(bad) = places.iter().find(|p| p.as_str() != "header")
-            {
+            let default_places = ["header".to_string()];
+            let mut places = Vec::new();
+            for place in spec.places.as_deref().unwrap_or(&default_places) {
+                places.push(match place.as_str() {
+                    "header" => SecretPlace::Header,
+                    "query" => SecretPlace::Query,
+                    "body" => SecretPlace::Body,
+                    other => {
+                        return Err(err(format!(
+                            "{field}.in: {other:?} is not a place a secret can go; use \"header\", \
+                             \"query\" or \"body\""
+                        )));
+                    }
+                });
+            }
+            if places.is_empty() {
                 return Err(err(format!(
-                    "{field}.in: {bad:?} is not supported; secrets fill header values only, \
-                     write in = [\"header\"] or leave it out"
+                    "{field}.in is empty; leave it out for header values only"
                 )));
             }
+            places.sort_unstable();
+            places.dedup();
             if spec.hosts.is_empty() {
                 return Err(err(format!(
                     "{field}.hosts is empty; bind the secret to the destinations it may go to, \
@@ -445,6 +576,7 @@ impl Manifest {
                         name: name.clone(),
                         hosts,
                     },
+                    places,
                 },
             );
         }
@@ -515,6 +647,9 @@ impl Manifest {
                 timeout_ms,
                 max_response_bytes,
                 max_request_bytes,
+                redirects,
+                max_response_headers,
+                max_concurrent,
             },
             secrets,
             limits: Limits {
@@ -638,8 +773,13 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Manifest, String> {
-        Manifest::parse(Path::new("plugins/x/action.toml"), text, None, 512, 200_000)
-            .map_err(|e| e.to_string())
+        Manifest::parse(
+            Path::new("plugins/x/action.toml"),
+            text,
+            None,
+            &HostLimits::default(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     const MINIMAL: &str = "name = \"orders\"\ncomponent = \"orders.wasm\"\n";
@@ -731,8 +871,13 @@ mod tests {
         );
         let mut over = toml::Table::new();
         over.insert("base_url".into(), "http://127.0.0.1:8080".into());
-        let m =
-            Manifest::parse(Path::new("a/action.toml"), text, Some(&over), 512, 200_000).unwrap();
+        let m = Manifest::parse(
+            Path::new("a/action.toml"),
+            text,
+            Some(&over),
+            &HostLimits::default(),
+        )
+        .unwrap();
         assert_eq!(m.http.allow.entries()[0].origin(), "http://127.0.0.1:8080");
         assert_eq!(
             m.config_value("base_url").as_deref(),

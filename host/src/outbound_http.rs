@@ -1,49 +1,58 @@
 //! The `outbound-http` import: policy first, then a guarded reqwest client, typed errors back.
 //!
 //! The order of a `send`:
-//! 1. parse and normalise the URL; check headers (no CR/LF, no hop-by-hop) and the body size;
+//! 1. parse and normalise the URL; check headers (no control characters, no hop-by-hop or
+//!    host-controlled headers) and the body size;
 //! 2. the action's allowlist decides (scheme, host, port, path prefix, method), and literal
 //!    addresses in blocked networks are refused ([`crate::policy`], pure);
 //! 3. `{{secret.NAME}}` placeholders are checked: declared, bound to this destination, in a
-//!    header value;
+//!    place the secret may fill (header values by default; the query or body only where listed),
+//!    and not brought in by the user's own words (a placeholder that appears in the call's
+//!    inputs, variables or transcript is refused);
 //! 4. in dry-run the rendered request is recorded (secrets left as placeholders) and `dry-run`
 //!    returned;
-//! 5. otherwise the secrets are filled in and the request goes out through one of two clients:
-//!    the guarded client, whose resolver drops every non-global address (so a name that
-//!    resolves to 127.0.0.1 or 10.x is refused, and the connection goes to the address that was
-//!    checked), or, only for `--dev-loopback` entries, a client that may reach exactly those
-//!    loopback names;
-//! 6. the response body is read under the action's cap, and every failure becomes a typed
-//!    `http-error`.
+//! 5. otherwise, within the action's concurrency limit, the secrets are filled in and the
+//!    request goes out through the one client, whose resolver drops every non-global address
+//!    (so a name that resolves to 127.0.0.1 or 10.x is refused, and the connection goes to an
+//!    address that was checked) and answers `--dev-loopback` names with loopback addresses only;
+//! 6. redirects are off unless the action sets `http.redirects`; then the host follows each hop
+//!    itself, checking it again (grants, guard, secrets) and refusing an https→http downgrade;
+//! 7. the response is read under the action's caps (headers, body), every secret value the
+//!    upstream echoes is replaced by `[redacted]`, and every failure becomes a typed
+//!    `http-error`. Each attempt, allowed or not, is written to the audit log.
 //!
-//! Both clients keep connections alive, never follow redirects and never use a proxy from the
-//! environment.
+//! The client keeps connections alive, never follows redirects by itself and never uses a proxy
+//! from the environment. Per-action settings (timeouts, caps) are applied per request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use crate::audit::{AuditEvent, AuditLog, Decision as AuditDecision};
 use crate::bindings::callout::plugin::outbound_http as wit;
 use crate::call::{RecordedRequest, SentRequest};
 use crate::config::HttpSettings;
-use crate::manifest::{HttpGrants, SecretGrant, SecretSource};
-use crate::policy::{self, Decision, DevLoopback, Method, Route, Target};
+use crate::manifest::{HttpGrants, SecretGrant, SecretPlace, SecretSource};
+use crate::policy::{self, Decision, DevLoopback, Method, Target};
 use crate::state::InstanceState;
 
 /// Secret values the host can fill in.
 ///
-/// `env:NAME` sources read the process environment at send time (so a rotated value is picked up
-/// without a reload), unless the embedder supplied a value under that name with
+/// `env:NAME` sources read the process environment at send time (so a rotated value is picked
+/// up without a reload), unless the embedder supplied a value under that name with
 /// [`Secrets::insert`] (the demo and tests do, instead of touching the process environment).
+/// `file:KEY` sources read the secrets file loaded at start-up ([`Secrets::load_file`]).
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: HashMap<String, String>,
+    file: HashMap<String, String>,
 }
 
 impl Secrets {
@@ -51,6 +60,52 @@ impl Secrets {
     /// variable.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.values.insert(name.into(), value.into());
+    }
+
+    /// Loads the secrets file: a TOML table of string values, which must be readable and
+    /// writable by its owner only (mode 0600 or stricter).
+    ///
+    /// # Errors
+    /// A file that cannot be read, is readable by others, or is not a table of strings; each
+    /// message names the file and the fix.
+    pub fn load_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read the secrets file {}: {e}", path.display())
+                })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                anyhow::bail!(
+                    "the secrets file {} is readable by other users (mode {:o}); run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                );
+            }
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the secrets file {}: {e}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "the secrets file {} is not valid TOML: {}",
+                path.display(),
+                crate::config::one_line(&e.to_string())
+            )
+        })?;
+        for (key, value) in table {
+            let toml::Value::String(value) = value else {
+                anyhow::bail!(
+                    "the secrets file {}: {key} is not a string; write {key} = \"...\"",
+                    path.display()
+                );
+            };
+            self.file.insert(key, value);
+        }
+        Ok(())
     }
 
     /// The current value of `source`, if it has one.
@@ -62,20 +117,28 @@ impl Secrets {
                 .cloned()
                 .or_else(|| std::env::var(var).ok())
                 .filter(|v| !v.is_empty()),
+            SecretSource::File(key) => self.file.get(key).cloned().filter(|v| !v.is_empty()),
         }
     }
 }
 
-/// The process-wide outbound HTTP machinery: clients, the dev-loopback list, secret values.
+/// The default secrets file of a data dir, used when it exists.
+pub fn default_secrets_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("secrets.toml")
+}
+
+/// The process-wide outbound HTTP machinery: the one client, the dev-loopback list, secret
+/// values and the audit log.
 pub struct OutboundHttp {
-    guarded: reqwest::Client,
-    dev: Option<reqwest::Client>,
+    client: reqwest::Client,
     dev_loopback: DevLoopback,
     secrets: Secrets,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl OutboundHttp {
-    /// Builds the clients. `dev_loopback` lifts the network block for exactly its entries.
+    /// Builds the client. `dev_loopback` lifts the network block for exactly its entries;
+    /// `lookup` resolves names (the system resolver in production, a fake one in tests).
     ///
     /// # Errors
     /// When the TLS backend cannot be initialised.
@@ -83,23 +146,29 @@ impl OutboundHttp {
         settings: &HttpSettings,
         dev_loopback: DevLoopback,
         secrets: Secrets,
+        lookup: Arc<dyn Lookup>,
+        audit: Option<Arc<AuditLog>>,
     ) -> anyhow::Result<Self> {
-        let guarded = client(settings, Arc::new(GuardedResolver::new(SystemLookup)))?;
-        let dev = if dev_loopback.is_empty() {
-            None
-        } else {
-            Some(client(
-                settings,
-                Arc::new(DevLoopbackResolver {
-                    names: dev_loopback.names(),
-                }),
-            )?)
+        let resolver = GuardedResolver {
+            lookup,
+            dev_names: dev_loopback.names().into_iter().collect(),
         };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .pool_max_idle_per_host(settings.max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("callout/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(resolver))
+            .build()?;
         Ok(Self {
-            guarded,
-            dev,
+            client,
             dev_loopback,
             secrets,
+            audit,
         })
     }
 
@@ -107,23 +176,11 @@ impl OutboundHttp {
     pub fn dev_loopback(&self) -> &DevLoopback {
         &self.dev_loopback
     }
-}
 
-fn client(
-    settings: &HttpSettings,
-    resolver: Arc<dyn reqwest::dns::Resolve>,
-) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .retry(reqwest::retry::never())
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .pool_max_idle_per_host(settings.max_idle_per_host)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .user_agent(concat!("callout/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(resolver)
-        .build()?)
+    /// The audit log, if the host keeps one.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_deref()
+    }
 }
 
 /// One action's network grants and secrets, shared by all its calls.
@@ -132,17 +189,47 @@ pub struct ActionHttp {
     grants: HttpGrants,
     secrets: BTreeMap<String, SecretGrant>,
     bindings: Vec<policy::SecretBinding>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl ActionHttp {
     /// The grants and secrets of one action's manifest.
     pub fn new(grants: HttpGrants, secrets: BTreeMap<String, SecretGrant>) -> Self {
         let bindings = secrets.values().map(|g| g.binding.clone()).collect();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(grants.max_concurrent as usize));
         Self {
             grants,
             secrets,
             bindings,
+            in_flight,
         }
+    }
+}
+
+/// What one call may and may not do with secrets, beyond its action's grants.
+#[derive(Debug, Clone, Default)]
+pub struct CallSecrets {
+    /// Secret names whose placeholder appears in the call's inputs, variables or transcript:
+    /// the user's own words. A request holding such a placeholder is refused, so a user can
+    /// never call up a secret by typing its placeholder.
+    pub tainted: BTreeSet<String>,
+}
+
+impl CallSecrets {
+    /// Scans every string the user could have written (inputs, variables, transcript).
+    pub fn from_user_text<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut tainted = BTreeSet::new();
+        for text in texts {
+            let mut rest = text;
+            while let Some(i) = rest.find("{{") {
+                rest = &rest[i + 2..];
+                let inner = rest.split("}}").next().unwrap_or("");
+                if let Some(name) = inner.trim().strip_prefix("secret.") {
+                    tainted.insert(name.trim().to_string());
+                }
+            }
+        }
+        Self { tainted }
     }
 }
 
@@ -152,7 +239,6 @@ struct Prepared {
     target: Target,
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
-    route: Route,
     timeout: Duration,
 }
 
@@ -203,8 +289,23 @@ fn method_of(m: wit::Method) -> Method {
 
 impl ActionHttp {
     /// Steps 1–3 of a send: everything that can be decided without I/O.
-    fn prepare(&self, req: wit::Request, dev: &DevLoopback) -> Result<Prepared, wit::HttpError> {
+    fn prepare(
+        &self,
+        req: wit::Request,
+        dev: &DevLoopback,
+        call: &CallSecrets,
+    ) -> Result<Prepared, wit::HttpError> {
         let method = method_of(req.method);
+        if let Some(path_end) = req.url.find(['?', '#']).or(Some(req.url.len()))
+            && req.url[..path_end].contains("{{")
+        {
+            return Err(denied(
+                policy::Denial::SECRET_NOT_ALLOWED,
+                "placeholders may not appear in the URL's host or path; a secret may fill header \
+                 values, and the query or body where its manifest lists them"
+                    .into(),
+            ));
+        }
         let target = Target::parse(&req.url).map_err(|e| match e {
             policy::TargetError::Invalid(m) => wit::HttpError::InvalidRequest(m),
             policy::TargetError::Denied(d) => from_denial(d),
@@ -224,44 +325,98 @@ impl ActionHttp {
                 ),
             ));
         }
-        let route = match self.grants.allow.check(method, &target, dev) {
-            Decision::Allow(route) => route,
+        match self.grants.allow.check(method, &target, dev) {
+            Decision::Allow(_) => {}
             Decision::Deny(d) => return Err(from_denial(d)),
-        };
-        let in_url = policy::secrets::placeholders(target.url.as_str())
-            .map(|v| !v.is_empty())
-            .unwrap_or(true)
-            || req.url.contains("{{");
-        let in_body = req
-            .body
-            .as_ref()
-            .is_some_and(|b| String::from_utf8_lossy(b).contains("{{secret."));
-        if in_url || in_body {
-            return Err(denied(
-                "secret-not-allowed",
-                format!(
-                    "secret placeholders may fill header values only, not the {}; move the secret into a header",
-                    if in_url { "URL" } else { "body" }
-                ),
-            ));
         }
-        for (name, value) in &req.headers {
-            policy::secrets::check_secrets(value, &self.bindings, &target)
-                .map_err(|d| denied(d.code, format!("header {name:?}: {}", d.message)))?;
-        }
-        let timeout_ms = req
-            .timeout_ms
-            .map(u64::from)
-            .unwrap_or(self.grants.timeout_ms)
-            .clamp(1, self.grants.timeout_ms);
-        Ok(Prepared {
+        let prepared = Prepared {
             method,
             target,
             headers: req.headers,
             body: req.body,
-            route,
-            timeout: Duration::from_millis(timeout_ms),
-        })
+            timeout: Duration::from_millis(
+                req.timeout_ms
+                    .map(u64::from)
+                    .unwrap_or(self.grants.timeout_ms)
+                    .clamp(1, self.grants.timeout_ms),
+            ),
+        };
+        self.check_secrets(&prepared, call)?;
+        Ok(prepared)
+    }
+
+    /// Every placeholder in the request: declared, bound to its destination, in a place the
+    /// secret may fill, and not from the user's words.
+    fn check_secrets(&self, p: &Prepared, call: &CallSecrets) -> Result<(), wit::HttpError> {
+        let mut found: Vec<(SecretPlace, String, String)> = Vec::new();
+        for (name, value) in &p.headers {
+            let names = policy::secrets::check_secrets(value, &self.bindings, &p.target)
+                .map_err(|d| denied(d.code, format!("header {name:?}: {}", d.message)))?;
+            found.extend(names.into_iter().map(|n| {
+                (
+                    SecretPlace::Header,
+                    n.to_string(),
+                    format!("header {name:?}"),
+                )
+            }));
+        }
+        if let Some(query) = p.target.url.query() {
+            let names = policy::secrets::check_secrets(query, &self.bindings, &p.target)
+                .map_err(|d| denied(d.code, format!("the query: {}", d.message)))?;
+            found.extend(
+                names
+                    .into_iter()
+                    .map(|n| (SecretPlace::Query, n.to_string(), "the query".into())),
+            );
+        }
+        if let Some(body) = &p.body {
+            let text = String::from_utf8_lossy(body);
+            let names = policy::secrets::check_secrets(&text, &self.bindings, &p.target)
+                .map_err(|d| denied(d.code, format!("the body: {}", d.message)))?;
+            found.extend(
+                names
+                    .into_iter()
+                    .map(|n| (SecretPlace::Body, n.to_string(), "the body".into())),
+            );
+        }
+        for (place, name, wherein) in found {
+            if call.tainted.contains(&name) {
+                return Err(denied(
+                    policy::Denial::SECRET_NOT_ALLOWED,
+                    format!(
+                        "{wherein} holds {{{{secret.{name}}}}}, and so do this call's inputs or \
+                         conversation; a user's words can never call up a secret, so the request \
+                         was refused"
+                    ),
+                ));
+            }
+            let grant = &self.secrets[&name];
+            if !grant.places.contains(&place) {
+                return Err(denied(
+                    policy::Denial::SECRET_NOT_ALLOWED,
+                    format!(
+                        "secret {name} may not be filled into {wherein}; it may fill {} only. If \
+                         it must go there, add \"{}\" to secrets.{name}.in in action.toml",
+                        grant
+                            .places
+                            .iter()
+                            .map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        place.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The current values of every declared secret, to redact their echoes.
+    fn secret_values(&self, http: &OutboundHttp) -> Vec<String> {
+        self.secrets
+            .values()
+            .filter_map(|g| http.secrets.get(&g.source))
+            .collect()
     }
 }
 
@@ -270,46 +425,258 @@ impl wit::Host for InstanceState {
         &mut self,
         req: wit::Request,
     ) -> wasmtime::Result<Result<wit::Response, wit::HttpError>> {
+        let started = Instant::now();
         let method = method_of(req.method).as_str().to_string();
-        let prepared = match self.grants.prepare(req, self.http.dev_loopback()) {
+        let raw_url = req.url.clone();
+        let bytes_out = req.body.as_ref().map_or(0, |b| b.len() as u64);
+        let prepared = match self
+            .grants
+            .prepare(req, self.http.dev_loopback(), &self.call_secrets)
+        {
             Ok(p) => p,
             Err(e) => {
-                tracing::info!(action = %self.action, %method, outcome = %error_class(&e), "outbound request refused");
+                let target = Target::parse(&raw_url).ok();
+                self.audit(
+                    &method,
+                    target.as_ref(),
+                    AuditDecision::Denied,
+                    Some(error_class(&e)),
+                    None,
+                    started,
+                    0,
+                    0,
+                );
                 self.requests.push(SentRequest {
                     method,
-                    target: String::new(),
+                    target: target.map(|t| t.redacted()).unwrap_or_default(),
                     repeatable: false,
                     result: error_class(&e).to_string(),
                 });
                 return Ok(Err(e));
             }
         };
-        let target = prepared.target.redacted();
         let repeatable = prepared.repeatable();
         if self.dry_run {
+            self.audit(
+                &method,
+                Some(&prepared.target),
+                AuditDecision::DryRun,
+                None,
+                None,
+                started,
+                0,
+                0,
+            );
             self.recorded.push(prepared.recorded());
             self.requests.push(SentRequest {
                 method,
-                target,
+                target: prepared.target.redacted(),
                 repeatable,
                 result: "dry-run".into(),
             });
             return Ok(Err(wit::HttpError::DryRun));
         }
-        let result = execute(&self.http, &self.grants, prepared).await;
-        let outcome = match &result {
-            Ok(r) => r.status.to_string(),
-            Err(e) => error_class(e).to_string(),
-        };
-        tracing::debug!(action = %self.action, %method, %target, %outcome, "outbound request");
-        self.requests.push(SentRequest {
-            method,
-            target,
-            repeatable,
-            result: outcome,
-        });
-        Ok(result)
+        let mut current = prepared;
+        let mut hops = 0;
+        loop {
+            let hop_started = Instant::now();
+            let target = current.target.clone();
+            let result = execute(&self.http, &self.grants, &current).await;
+            let (decision, reason, status, bytes_in) = match &result {
+                Ok(Sent::Response(r)) => (
+                    AuditDecision::Allowed,
+                    None,
+                    Some(r.status),
+                    r.body.len() as u64,
+                ),
+                Ok(Sent::Redirect { status, .. }) => {
+                    (AuditDecision::Allowed, None, Some(*status), 0)
+                }
+                Err(e @ wit::HttpError::Denied(_)) => {
+                    (AuditDecision::Denied, Some(error_class(e)), None, 0)
+                }
+                Err(e) => (AuditDecision::Allowed, Some(error_class(e)), None, 0),
+            };
+            let out = if hops == 0 { bytes_out } else { 0 };
+            self.audit(
+                current.method.as_str(),
+                Some(&target),
+                decision,
+                reason,
+                status,
+                hop_started,
+                out,
+                bytes_in,
+            );
+            self.requests.push(SentRequest {
+                method: current.method.as_str().to_string(),
+                target: target.redacted(),
+                repeatable,
+                result: match (&status, reason) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(r)) => r.to_string(),
+                    (None, None) => String::new(),
+                },
+            });
+            match result {
+                Ok(Sent::Response(r)) => return Ok(Ok(r)),
+                Err(e) => return Ok(Err(e)),
+                Ok(Sent::Redirect { status, location }) => {
+                    hops += 1;
+                    match self.follow(&current, status, &location, hops) {
+                        Ok(next) => current = next,
+                        Err(e) => {
+                            let next = current
+                                .target
+                                .url
+                                .join(&location)
+                                .ok()
+                                .and_then(|u| Target::parse(u.as_str()).ok());
+                            self.audit(
+                                current.method.as_str(),
+                                next.as_ref(),
+                                AuditDecision::Denied,
+                                Some(error_class(&e)),
+                                None,
+                                started,
+                                0,
+                                0,
+                            );
+                            self.requests.push(SentRequest {
+                                method: current.method.as_str().to_string(),
+                                target: next.map(|t| t.redacted()).unwrap_or_default(),
+                                repeatable,
+                                result: error_class(&e).to_string(),
+                            });
+                            return Ok(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        // Unreachable: the loop returns.
     }
+}
+
+impl InstanceState {
+    /// Checks one redirect hop as a new request and returns it.
+    fn follow(
+        &self,
+        from: &Prepared,
+        status: u16,
+        location: &str,
+        hop: u32,
+    ) -> Result<Prepared, wit::HttpError> {
+        if hop > self.grants.grants.redirects {
+            return Err(denied(
+                "too-many-redirects",
+                format!(
+                    "more than {} redirect(s) from {}; raise http.redirects in action.toml if the \
+                     upstream really needs them",
+                    self.grants.grants.redirects,
+                    from.target.redacted()
+                ),
+            ));
+        }
+        let next = from.target.url.join(location).map_err(|e| {
+            wit::HttpError::Protocol(format!(
+                "the upstream redirected to an invalid location: {e}"
+            ))
+        })?;
+        if from.target.scheme == "https" && next.scheme() == "http" {
+            return Err(denied(
+                "redirect-downgrade",
+                format!(
+                    "{} redirected from https to http ({}://{}); a downgrade is never followed",
+                    from.target.redacted(),
+                    next.scheme(),
+                    next.host_str().unwrap_or("")
+                ),
+            ));
+        }
+        // 303, and 301/302 after a POST, turn into a GET without a body (as browsers do).
+        let (method, body) = match (status, from.method) {
+            (303, Method::Head) => (Method::Head, None),
+            (303, _) | (301 | 302, Method::Post) => (Method::Get, None),
+            _ => (from.method, from.body.clone()),
+        };
+        let req = wit::Request {
+            method: match method {
+                Method::Get => wit::Method::Get,
+                Method::Head => wit::Method::Head,
+                Method::Post => wit::Method::Post,
+                Method::Put => wit::Method::Put,
+                Method::Patch => wit::Method::Patch,
+                Method::Delete => wit::Method::Delete,
+                Method::Options => wit::Method::Options,
+            },
+            url: next.to_string(),
+            headers: from.headers.clone(),
+            body,
+            timeout_ms: Some(from.timeout.as_millis() as u32),
+        };
+        self.grants
+            .prepare(req, self.http.dev_loopback(), &self.call_secrets)
+            .map_err(|e| match e {
+                wit::HttpError::Denied(d) => wit::HttpError::Denied(wit::Denial {
+                    message: format!("redirect to {}: {}", next_redacted(&next), d.message),
+                    code: d.code,
+                }),
+                other => other,
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        method: &str,
+        target: Option<&Target>,
+        decision: AuditDecision,
+        reason: Option<&str>,
+        status: Option<u16>,
+        started: Instant,
+        bytes_out: u64,
+        bytes_in: u64,
+    ) {
+        let event = AuditEvent {
+            // When the attempt started, as the audit log documents.
+            at_ms: crate::audit::now_ms().saturating_sub(started.elapsed().as_millis() as u64),
+            action: self.action.to_string(),
+            conversation_id: self.conversation_id.clone(),
+            method: method.to_string(),
+            origin: target.map(Target::origin).unwrap_or_default(),
+            path: target.map(|t| t.path.clone()).unwrap_or_default(),
+            decision,
+            reason: reason.map(str::to_string),
+            status,
+            duration_us: started.elapsed().as_micros() as u64,
+            bytes_out,
+            bytes_in,
+        };
+        match self.http.audit() {
+            Some(log) => log.record(event),
+            None => tracing::info!(
+                target: "callout::audit",
+                action = %event.action,
+                method = %event.method,
+                origin = %event.origin,
+                path = %event.path,
+                decision = event.decision.as_str(),
+                reason = event.reason.as_deref().unwrap_or(""),
+                status = event.status.unwrap_or(0),
+                "outbound request"
+            ),
+        }
+    }
+}
+
+fn next_redacted(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default()
+    ) + url.path()
 }
 
 fn error_class(e: &wit::HttpError) -> &str {
@@ -324,53 +691,108 @@ fn error_class(e: &wit::HttpError) -> &str {
     }
 }
 
-/// Steps 5–6: render the secrets, send, read the body under the cap.
+/// What one hop produced.
+enum Sent {
+    /// A final response for the plugin.
+    Response(wit::Response),
+    /// A redirect the host should check and follow (only when redirects are on).
+    Redirect { status: u16, location: String },
+}
+
+/// Steps 5–7 for one hop: wait for a slot, render the secrets, send, read under the caps,
+/// redact echoes.
 async fn execute(
     http: &OutboundHttp,
     action: &ActionHttp,
-    p: Prepared,
-) -> Result<wit::Response, wit::HttpError> {
-    let client = match p.route {
-        Route::Guarded => &http.guarded,
-        Route::DevLoopback => http.dev.as_ref().ok_or_else(|| {
+    p: &Prepared,
+) -> Result<Sent, wit::HttpError> {
+    let started = Instant::now();
+    let _permit = tokio::time::timeout(p.timeout, action.in_flight.clone().acquire_owned())
+        .await
+        .map_err(|_| {
             denied(
-                "blocked-network",
-                "dev-loopback is not enabled in this process".into(),
+                "too-many-requests",
+                format!(
+                    "the action already has {} requests in flight (http.max_concurrent) and none \
+                     finished within the request's timeout",
+                    action.grants.max_concurrent
+                ),
             )
-        })?,
+        })?
+        .expect("the semaphore is never closed");
+    let lookup = |secret: &str| {
+        action
+            .secrets
+            .get(secret)
+            .and_then(|g| http.secrets.get(&g.source))
     };
+    let unavailable = |wherein: &str, m: String| {
+        denied(
+            "secret-unavailable",
+            format!("{wherein}: {m}; set it in the host's environment or secrets file"),
+        )
+    };
+    let mut url = p.target.url.clone();
+    if let Some(query) = url.query() {
+        // Secrets go into the query percent-encoded, so a value cannot add parameters.
+        let rendered = policy::secrets::render(query, |s| {
+            lookup(s).map(|v| url::form_urlencoded::byte_serialize(v.as_bytes()).collect())
+        })
+        .map_err(|m| unavailable("the query", m))?;
+        url.set_query(Some(&rendered));
+    }
     let method =
         reqwest::Method::from_bytes(p.method.as_str().as_bytes()).expect("a standard method");
-    let mut builder = client
-        .request(method, p.target.url.clone())
-        .timeout(p.timeout);
+    let remaining = p
+        .timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1));
+    let mut builder = http.client.request(method, url).timeout(remaining);
     for (name, value) in &p.headers {
-        let value = policy::secrets::render(value, |secret| {
-            action
-                .secrets
-                .get(secret)
-                .and_then(|g| http.secrets.get(&g.source))
-        })
-        .map_err(|m| {
-            denied(
-                "secret-unavailable",
-                format!("header {name:?}: {m}; set it in the host's environment"),
-            )
-        })?;
+        let value = policy::secrets::render(value, lookup)
+            .map_err(|m| unavailable(&format!("header {name:?}"), m))?;
         builder = builder.header(name.as_str(), value);
     }
-    if let Some(body) = p.body {
+    if let Some(body) = &p.body {
+        let body = match std::str::from_utf8(body) {
+            Ok(text) if text.contains("{{") => policy::secrets::render(text, lookup)
+                .map_err(|m| unavailable("the body", m))?
+                .into_bytes(),
+            _ => body.clone(),
+        };
         builder = builder.body(body);
     }
     let response = builder.send().await.map_err(map_reqwest_error)?;
     let status = response.status().as_u16();
+    if response.headers().len() > action.grants.max_response_headers as usize {
+        return Err(wit::HttpError::Protocol(format!(
+            "the upstream sent {} response headers, over the cap of {} (http.max_response_headers)",
+            response.headers().len(),
+            action.grants.max_response_headers
+        )));
+    }
+    if action.grants.redirects > 0
+        && matches!(status, 301 | 302 | 303 | 307 | 308)
+        && let Some(location) = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+    {
+        return Ok(Sent::Redirect {
+            status,
+            location: location.to_string(),
+        });
+    }
+    let secrets = action.secret_values(http);
+    let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let headers = response
         .headers()
         .iter()
         .map(|(k, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes());
             (
                 k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                policy::secrets::mask_values(&value, &secret_refs),
             )
         })
         .collect();
@@ -387,18 +809,19 @@ async fn execute(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(wit::Response {
+    let body = policy::secrets::mask_bytes(&body, &secret_refs);
+    Ok(Sent::Response(wit::Response {
         status,
         headers,
         body,
-    })
+    }))
 }
 
 fn map_reqwest_error(e: reqwest::Error) -> wit::HttpError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<BlockedByGuard>() {
-            return denied("blocked-network", b.to_string());
+            return denied(policy::Denial::BLOCKED_NETWORK, b.to_string());
         }
         source = s.source();
     }
@@ -427,7 +850,8 @@ pub struct BlockedByGuard {
     host: String,
 }
 
-/// How names become addresses; a seam so the guard is tested with fake answers and no network.
+/// How names become addresses; a seam so the guard is tested with fake answers and no network,
+/// and so tests in a network namespace without DNS can still resolve names.
 pub trait Lookup: Send + Sync + 'static {
     /// All addresses of `host`.
     fn lookup(&self, host: &str) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>;
@@ -448,46 +872,55 @@ impl Lookup for SystemLookup {
     }
 }
 
-/// A resolver that drops every address in a blocked network ([`policy::ip::is_blocked`]) and
-/// fails when none is left. reqwest connects to exactly the addresses it returns.
-pub struct GuardedResolver<L> {
-    lookup: Arc<L>,
+/// The client's resolver: every answer in a blocked network ([`policy::ip::is_blocked`]) is
+/// dropped, and a name left with none fails; a `--dev-loopback` name keeps only its loopback
+/// answers. reqwest connects to exactly the addresses returned, so the connection goes to an
+/// address that was checked, with no second resolution. (Which port a dev-loopback name may
+/// use was already decided by the policy before the request got here.)
+pub struct GuardedResolver {
+    lookup: Arc<dyn Lookup>,
+    dev_names: BTreeSet<String>,
 }
 
-impl<L: Lookup> GuardedResolver<L> {
-    /// Guards `lookup`.
-    pub fn new(lookup: L) -> Self {
-        Self {
-            lookup: Arc::new(lookup),
-        }
+impl GuardedResolver {
+    /// Guards `lookup`; `dev_names` are the dev-loopback host names (such as `localhost`).
+    pub fn new(lookup: Arc<dyn Lookup>, dev_names: BTreeSet<String>) -> Self {
+        Self { lookup, dev_names }
     }
 
     /// The addresses of `host` that may be connected to.
     ///
     /// # Errors
-    /// The lookup's error, or [`BlockedByGuard`] when every address is blocked.
+    /// The lookup's error, or [`BlockedByGuard`] when no address is left.
     pub async fn allowed_addrs(
         &self,
         host: &str,
     ) -> Result<Vec<IpAddr>, Box<dyn std::error::Error + Send + Sync>> {
-        let addrs = self.lookup.lookup(host).await?;
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let dev = self.dev_names.contains(&host);
+        let addrs = self.lookup.lookup(&host).await?;
         let allowed: Vec<IpAddr> = addrs
             .into_iter()
-            .filter(|ip| !policy::ip::is_blocked(*ip))
+            .filter(|ip| {
+                if dev {
+                    policy::ip::is_loopback(*ip)
+                } else {
+                    !policy::ip::is_blocked(*ip)
+                }
+            })
             .collect();
         if allowed.is_empty() {
-            return Err(Box::new(BlockedByGuard {
-                host: host.to_string(),
-            }));
+            return Err(Box::new(BlockedByGuard { host }));
         }
         Ok(allowed)
     }
 }
 
-impl<L: Lookup> reqwest::dns::Resolve for GuardedResolver<L> {
+impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let this = GuardedResolver {
             lookup: self.lookup.clone(),
+            dev_names: self.dev_names.clone(),
         };
         let host = name.as_str().to_string();
         Box::pin(async move {
@@ -497,49 +930,35 @@ impl<L: Lookup> reqwest::dns::Resolve for GuardedResolver<L> {
     }
 }
 
-/// The resolver of the dev-loopback client: only the listed names, only to loopback addresses.
-struct DevLoopbackResolver {
-    names: Vec<String>,
-}
-
-impl reqwest::dns::Resolve for DevLoopbackResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_ascii_lowercase();
-        let listed = self.names.contains(&host);
-        Box::pin(async move {
-            if !listed {
-                return Err(
-                    Box::new(BlockedByGuard { host }) as Box<dyn std::error::Error + Send + Sync>
-                );
-            }
-            let addrs = SystemLookup.lookup(&host).await?;
-            let loopback: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|ip| policy::ip::is_loopback(*ip))
-                .map(|ip| SocketAddr::new(ip, 0))
-                .collect();
-            if loopback.is_empty() {
-                return Err(
-                    Box::new(BlockedByGuard { host }) as Box<dyn std::error::Error + Send + Sync>
-                );
-            }
-            Ok(Box::new(loopback.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
-    struct FakeLookup(Vec<IpAddr>);
+    /// Answers from a script, one answer list per lookup (the last one repeats), and records
+    /// every lookup.
+    struct FakeLookup {
+        answers: Vec<Vec<IpAddr>>,
+        calls: Mutex<usize>,
+    }
+
+    impl FakeLookup {
+        fn new(answers: &[&[&str]]) -> Arc<Self> {
+            Arc::new(Self {
+                answers: answers.iter().map(|a| ips(a)).collect(),
+                calls: Mutex::new(0),
+            })
+        }
+    }
 
     impl Lookup for FakeLookup {
         fn lookup(
             &self,
             _host: &str,
         ) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>> {
-            let v = self.0.clone();
+            let mut calls = self.calls.lock().unwrap();
+            let v = self.answers[(*calls).min(self.answers.len() - 1)].clone();
+            *calls += 1;
             Box::pin(async move { Ok(v) })
         }
     }
@@ -548,18 +967,30 @@ mod tests {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    fn guard(lookup: Arc<FakeLookup>, dev: &[&str]) -> GuardedResolver {
+        GuardedResolver::new(lookup, dev.iter().map(|s| s.to_string()).collect())
+    }
+
     #[tokio::test]
     async fn guard_drops_blocked_answers_and_keeps_global_ones() {
         let cases: &[(&[&str], Option<&[&str]>)] = &[
             (&["127.0.0.1"], None),
             (&["10.0.0.7", "192.168.1.1", "169.254.169.254"], None),
-            (&["::1", "fd00::1", "::ffff:127.0.0.1"], None),
-            (&["93.184.216.34", "127.0.0.1"], Some(&["93.184.216.34"])),
-            (&["2606:4700:4700::1111"], Some(&["2606:4700:4700::1111"])),
+            (
+                &["::1", "fd00::1", "::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe"],
+                None,
+            ),
+            // An A record that is public with an AAAA record on loopback: only the public one.
+            (&["93.184.216.34", "::1"], Some(&["93.184.216.34"])),
+            (
+                &["2606:4700:4700::1111", "10.1.1.1"],
+                Some(&["2606:4700:4700::1111"]),
+            ),
         ];
         for (answers, want) in cases {
-            let guard = GuardedResolver::new(FakeLookup(ips(answers)));
-            let got = guard.allowed_addrs("example.test").await;
+            let got = guard(FakeLookup::new(&[answers]), &[])
+                .allowed_addrs("example.test")
+                .await;
             match want {
                 None => {
                     let err = got.expect_err("every answer is blocked");
@@ -568,5 +999,60 @@ mod tests {
                 Some(want) => assert_eq!(got.unwrap(), ips(want), "answers {answers:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_rebinding_name_is_checked_again_on_every_lookup() {
+        // Public on the first lookup, loopback on the second: the second is refused, never
+        // handed to the connector.
+        let lookup = FakeLookup::new(&[&["93.184.216.34"], &["127.0.0.1"]]);
+        let g = guard(lookup.clone(), &[]);
+        assert_eq!(
+            g.allowed_addrs("rebind.test").await.unwrap(),
+            ips(&["93.184.216.34"])
+        );
+        assert!(g.allowed_addrs("rebind.test").await.is_err());
+        assert_eq!(*lookup.calls.lock().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dev_loopback_name_keeps_only_loopback_answers() {
+        let g = guard(
+            FakeLookup::new(&[&["127.0.0.1", "::1", "93.184.216.34", "10.0.0.1"]]),
+            &["localhost"],
+        );
+        assert_eq!(
+            g.allowed_addrs("LOCALHOST.").await.unwrap(),
+            ips(&["127.0.0.1", "::1"])
+        );
+    }
+
+    #[tokio::test]
+    async fn the_resolver_hands_reqwest_exactly_the_checked_addresses() {
+        use reqwest::dns::Resolve;
+        let g = guard(
+            FakeLookup::new(&[&["93.184.216.34", "127.0.0.1", "2606:4700:4700::1111"]]),
+            &[],
+        );
+        let addrs: Vec<SocketAddr> = g
+            .resolve("example.test".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        let got: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+        assert_eq!(got, ips(&["93.184.216.34", "2606:4700:4700::1111"]));
+    }
+
+    #[test]
+    fn user_words_taint_the_secrets_they_name() {
+        let c = CallSecrets::from_user_text([
+            "my name is {{secret.CRM_TOKEN}}",
+            "{{ secret.OTHER }} and {{config.x}}",
+            "plain",
+        ]);
+        assert_eq!(
+            c.tainted.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["CRM_TOKEN", "OTHER"]
+        );
     }
 }

@@ -13,23 +13,26 @@ use serde_json::{Map, Value};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, UpdateDeadline};
 
+use crate::audit::AuditLog;
 use crate::bindings::{self, ActionPluginPre};
 use crate::cache::{CacheStatus, CompileCache};
 use crate::call::{Call, CallReport, Failure, FieldError, Outcome, Trigger, UpstreamKind};
 use crate::config::HostConfig;
 use crate::engine::{EpochTicker, build_engine, deadline_ticks};
 use crate::error::{LoadError, LoadErrorKind};
-use crate::manifest::{Limits, Manifest};
-use crate::outbound_http::{ActionHttp, OutboundHttp, Secrets};
+use crate::manifest::{HostLimits, Limits, Manifest};
+use crate::outbound_http::{
+    ActionHttp, CallSecrets, Lookup, OutboundHttp, Secrets, SystemLookup, default_secrets_file,
+};
 use crate::policy::DevLoopback;
-use crate::state::InstanceState;
+use crate::state::{CallScope, InstanceState};
 
 /// Extra time the tokio timeout around a call allows beyond the epoch deadline. Epochs stop a
 /// running guest; the timeout stops a guest parked in a host call (a slow upstream, say).
 const WALL_CLOCK_GRACE: Duration = Duration::from_millis(250);
 
 /// How a [`Runtime`] is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuntimeOptions {
     /// `callout.toml`.
     pub config: HostConfig,
@@ -41,6 +44,11 @@ pub struct RuntimeOptions {
     pub dev_loopback: Vec<String>,
     /// Secret values supplied by the embedder (otherwise read from the environment).
     pub secrets: Secrets,
+    /// How names are resolved (default: the system resolver). Tests inject fake answers.
+    pub lookup: Option<Arc<dyn Lookup>>,
+    /// Keep the audit log in `<data-dir>/callout.db` (default true). When false, audit events
+    /// only go to tracing.
+    pub audit: bool,
 }
 
 impl RuntimeOptions {
@@ -52,6 +60,8 @@ impl RuntimeOptions {
             cache_dir: None,
             dev_loopback: Vec::new(),
             secrets: Secrets::default(),
+            lookup: None,
+            audit: true,
         }
     }
 }
@@ -90,10 +100,34 @@ impl Runtime {
             &mut linker,
             |s| s,
         )?;
+        let mut secrets = options.secrets;
+        let secrets_file = options
+            .config
+            .secrets_file
+            .clone()
+            .unwrap_or_else(|| default_secrets_file(&options.data_dir));
+        if options.config.secrets_file.is_some() || secrets_file.exists() {
+            secrets.load_file(&secrets_file)?;
+        }
+        let audit = if options.audit {
+            let db = options.data_dir.join(crate::audit::DB_FILE);
+            Some(Arc::new(AuditLog::open(
+                &db,
+                crate::audit::DEFAULT_CAPACITY,
+            )?))
+        } else {
+            None
+        };
+        let lookup = options
+            .lookup
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemLookup));
         let http = Arc::new(OutboundHttp::new(
             &options.config.http,
             dev,
-            options.secrets,
+            secrets,
+            lookup,
+            audit,
         )?);
         let cache_dir = options
             .cache_dir
@@ -121,6 +155,15 @@ impl Runtime {
         &self.config
     }
 
+    /// What manifests may ask for in this deployment.
+    pub fn host_limits(&self) -> HostLimits {
+        HostLimits {
+            max_memory_mb: self.config.pool.max_memory_mb,
+            max_table_elements: self.config.pool.table_elements as u64,
+            allow_any_host: self.config.http.insecure_allow_any_host,
+        }
+    }
+
     /// The dev-loopback entries in force (empty unless the operator asked).
     pub fn dev_loopback(&self) -> &DevLoopback {
         self.http.dev_loopback()
@@ -132,7 +175,7 @@ impl Runtime {
     /// # Errors
     /// A [`LoadError`] naming the file, the field and the fix.
     pub async fn load(&self, manifest_path: &Path) -> Result<Plugin, LoadError> {
-        let pool = &self.config.pool;
+        let host = self.host_limits();
         let overrides = self
             .config
             .actions
@@ -140,21 +183,11 @@ impl Runtime {
             .map(|o| &o.config);
         // The name is only known after parsing; parse once to learn it, then again with its
         // overrides if the folder name guessed wrong.
-        let mut manifest = Manifest::load(
-            manifest_path,
-            overrides,
-            pool.max_memory_mb,
-            pool.table_elements as u64,
-        )?;
+        let mut manifest = Manifest::load(manifest_path, overrides, &host)?;
         if let Some(o) = self.config.actions.get(manifest.name())
             && Some(&o.config) != overrides
         {
-            manifest = Manifest::load(
-                manifest_path,
-                Some(&o.config),
-                pool.max_memory_mb,
-                pool.table_elements as u64,
-            )?;
+            manifest = Manifest::load(manifest_path, Some(&o.config), &host)?;
         }
 
         let path = &manifest.component_path;
@@ -340,7 +373,7 @@ impl Plugin {
         self.cache_status
     }
 
-    fn store(&self, dry_run: bool) -> Store<InstanceState> {
+    fn store(&self, call: CallScope) -> Store<InstanceState> {
         let limits: &Limits = &self.manifest.limits;
         let state = InstanceState::new(
             self.name.clone(),
@@ -348,7 +381,7 @@ impl Plugin {
             self.config.clone(),
             self.shared.clone(),
             self.http.clone(),
-            dry_run,
+            call,
         );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -374,7 +407,10 @@ impl Plugin {
 
     async fn describe(&self) -> Result<ActionDescriptor, LoadError> {
         let path = &self.manifest.component_path;
-        let mut store = self.store(true);
+        let mut store = self.store(CallScope {
+            dry_run: true,
+            ..CallScope::default()
+        });
         let call = async {
             let inst = self.pre.instantiate_async(&mut store).await?;
             inst.callout_plugin_action().call_describe(&mut store).await
@@ -448,6 +484,11 @@ impl Plugin {
     /// included, is a [`Failure`] in the report, and the next call starts clean.
     pub async fn invoke(&self, call: Call) -> CallReport {
         let started = Instant::now();
+        let scope = CallScope {
+            dry_run: call.dry_run,
+            conversation_id: call.conversation_id.clone(),
+            secrets: CallSecrets::from_user_text(user_text(&call).iter().map(String::as_str)),
+        };
         let key = call
             .idempotency_key
             .clone()
@@ -481,7 +522,7 @@ impl Plugin {
             attempt: call.attempt.max(1),
             dry_run: call.dry_run,
         };
-        let mut store = self.store(call.dry_run);
+        let mut store = self.store(scope);
         let run = async {
             let inst = self.pre.instantiate_async(&mut store).await?;
             inst.callout_plugin_action()
@@ -609,6 +650,33 @@ fn convert_error(e: bindings::ActionError) -> Failure {
         },
         E::Internal(message) => Failure::Internal { message },
     }
+}
+
+/// Every string of a call that a user could have written: input and variable values (at any
+/// depth) and the transcript.
+fn user_text(call: &Call) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| {
+                out.push(k.clone());
+                walk(x, out)
+            }),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for map in [&call.inputs, &call.variables] {
+        for (k, v) in map {
+            out.push(k.clone());
+            walk(v, &mut out);
+        }
+    }
+    for line in call.transcript.iter().flatten() {
+        out.push(line.text.clone());
+    }
+    out
 }
 
 /// A fresh random idempotency key (128 bits, hex).

@@ -14,10 +14,21 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::callout::plugin::{config, log};
 use crate::call::{OutputStats, RecordedRequest, SentRequest};
 use crate::manifest::Limits;
-use crate::outbound_http::{ActionHttp, OutboundHttp};
+use crate::outbound_http::{ActionHttp, CallSecrets, OutboundHttp};
 
 /// The longest single log line a plugin can write: 4 KiB; longer ones are cut.
 pub const MAX_LOG_LINE: usize = 4 << 10;
+
+/// What is particular to one call, beyond its action.
+#[derive(Debug, Clone, Default)]
+pub struct CallScope {
+    /// Record requests instead of sending them.
+    pub dry_run: bool,
+    /// The conversation, if any.
+    pub conversation_id: Option<String>,
+    /// Secrets named by the call's own user text.
+    pub secrets: CallSecrets,
+}
 
 /// Per-call state: the `T` of `Store<T>`.
 pub struct InstanceState {
@@ -35,6 +46,10 @@ pub struct InstanceState {
     pub grants: Arc<ActionHttp>,
     /// Whether `send` records instead of sending.
     pub dry_run: bool,
+    /// The conversation of this call, for the audit log.
+    pub conversation_id: Option<String>,
+    /// Which secrets this call's own user text names (refused in requests).
+    pub call_secrets: CallSecrets,
     /// Requests recorded in dry-run.
     pub recorded: Vec<RecordedRequest>,
     /// Requests made in this call.
@@ -55,7 +70,7 @@ impl InstanceState {
         config: Arc<toml::Table>,
         http: Arc<OutboundHttp>,
         grants: Arc<ActionHttp>,
-        dry_run: bool,
+        call: CallScope,
     ) -> Self {
         let cap = limits.output_bytes as usize;
         let stdout = CapturedOutput::new(cap);
@@ -77,7 +92,9 @@ impl InstanceState {
             config,
             http,
             grants,
-            dry_run,
+            dry_run: call.dry_run,
+            conversation_id: call.conversation_id,
+            call_secrets: call.secrets,
             recorded: Vec::new(),
             requests: Vec::new(),
             stdout,

@@ -58,7 +58,7 @@ fn invoke_dry_run_prints_every_recorded_request_with_secrets_redacted() {
          [secrets.CRM_TOKEN]\nfrom = \"env:CALLOUT_TEST_CRM_TOKEN\"\nhosts = [\"https://crm.example.com\"]\n",
     );
     let data = tempfile::tempdir().unwrap();
-    let input = r#"{"message":"hi","method":"POST","url":"https://crm.example.com/v1/leads?src=chat","headers":{"authorization":"Bearer {{secret.CRM_TOKEN}}"},"body":"{\"email\":\"ada@example.com\"}"}"#;
+    let input = r#"{"message":"hi","method":"POST","url":"https://crm.example.com/v1/leads?src=chat","bearer_secret":"CRM_TOKEN","body":"{\"email\":\"ada@example.com\"}"}"#;
     let out = Command::new(env!("CARGO_BIN_EXE_callout"))
         .args(["--actions"])
         .arg(actions.path())

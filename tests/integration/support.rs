@@ -198,6 +198,9 @@ impl TestServer {
                 "/redirect",
                 any(|| async { (StatusCode::FOUND, [("location", "/json")], "moved") }),
             )
+            .route("/redirect-to", any(redirect_to))
+            .route("/echo-headers", any(echo_headers))
+            .route("/many-headers/{n}", any(many_headers))
             .fallback(any(fallback))
             .layer(axum::middleware::from_fn_with_state(
                 received.clone(),
@@ -263,6 +266,44 @@ async fn fallback(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> 
         "authorization_seen": !auth.is_empty(),
         "body_len": body.len(),
     }))
+}
+
+/// 302 (or `?status=`) to `?to=`: redirects anywhere, for the redirect tests.
+async fn redirect_to(
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let code = q.get("status").and_then(|s| s.parse().ok()).unwrap_or(302);
+    let to = q.get("to").cloned().unwrap_or_else(|| "/json".into());
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [("location", to)],
+        "moved",
+    )
+}
+
+/// Echoes the request's authorization header back, in a header and in the body.
+async fn echo_headers(headers: HeaderMap) -> impl IntoResponse {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (
+        [("x-echo-authorization", auth.clone())],
+        format!("you sent authorization: {auth}"),
+    )
+}
+
+/// Answers with `n` extra headers.
+async fn many_headers(UrlPath(n): UrlPath<usize>) -> impl IntoResponse {
+    let mut h = HeaderMap::new();
+    for i in 0..n {
+        h.insert(
+            axum::http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+            "v".parse().unwrap(),
+        );
+    }
+    (h, "many")
 }
 
 async fn status(UrlPath(code): UrlPath<u16>) -> impl IntoResponse {

@@ -97,11 +97,13 @@ fn describe_grants(out: &mut String, plugin: &Plugin) {
         );
     }
     for (name, s) in &m.secrets {
-        let crate::manifest::SecretSource::Env(var) = &s.source;
+        let places: Vec<&str> = s.places.iter().map(|p| p.as_str()).collect();
         let hosts: Vec<String> = s.binding.hosts.iter().map(|h| h.spec()).collect();
         let _ = writeln!(
             out,
-            "   secret {name}: from env:{var}, header values only, to {}",
+            "   secret {name}: from {}, filled into {} only, sent to {} only",
+            s.source,
+            places.join(", "),
             hosts.join(", ")
         );
     }

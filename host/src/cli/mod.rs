@@ -11,6 +11,7 @@ use crate::config::HostConfig;
 use crate::plugin::{Runtime, RuntimeOptions};
 use crate::registry::Registry;
 
+pub mod audit;
 pub mod check;
 pub mod demo;
 pub mod invoke;
@@ -39,7 +40,8 @@ pub struct GlobalArgs {
         env = "CALLOUT_ACTIONS"
     )]
     pub actions: PathBuf,
-    /// Data directory: compile cache and its key (git-ignore it).
+    /// Data directory: compile cache and its key, the database (audit log), the secrets file
+    /// (git-ignore it).
     #[arg(
         long,
         global = true,
@@ -72,6 +74,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve the demo back end's APIs (orders, memberships, CRM) on loopback.
     DemoBackend(demo::DemoBackendArgs),
+    /// List recorded outbound requests (allowed and denied), newest first.
+    Audit(audit::AuditArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -149,6 +153,7 @@ impl Cli {
             Command::Invoke(c) => c.run(&self.global).await,
             Command::Demo(c) => c.run(&self.global).await,
             Command::DemoBackend(c) => c.run(&self.global).await,
+            Command::Audit(c) => c.run(&self.global).await,
         }
     }
 }

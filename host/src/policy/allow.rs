@@ -24,8 +24,12 @@ use url::{Host, Url};
 use super::{Decision, Denial, Method, Route, ip};
 
 /// The fix given when a grant uses a bare `*`.
-const INSECURE: &str = "that needs an explicit insecure flag, which callout does not \
-    provide yet, so list each origin the action needs, e.g. \"https://api.example.com\"";
+const INSECURE: &str = "list each origin the action needs, e.g. \"https://api.example.com\"; \
+    only the exact entry \"*://*:*\" can grant everything, and only when the operator sets \
+    http.insecure_allow_any_host = true in callout.toml";
+
+/// The one entry that grants any scheme, host and port, behind the operator's insecure flag.
+pub const ANY_HOST: &str = "*://*:*";
 
 /// Longest piece of a user-supplied URL quoted in a message, in characters.
 const QUOTE_LIMIT: usize = 120;
@@ -40,6 +44,9 @@ pub enum HostPattern {
     /// Every subdomain of this domain at any depth, not the domain itself: `*.example.com` is
     /// stored as `example.com` and covers `a.example.com` and `a.b.example.com`.
     Subdomains(String),
+    /// Any host (only in the [`ANY_HOST`] entry, behind the operator's insecure flag). The
+    /// blocked-network guard still applies.
+    Any,
 }
 
 impl HostPattern {
@@ -48,6 +55,7 @@ impl HostPattern {
         match (self, host) {
             (HostPattern::Exact(want), TargetHost::Domain(got)) => want == got,
             (HostPattern::Ip(want), TargetHost::Ip(got)) => want == got,
+            (HostPattern::Any, _) => true,
             (HostPattern::Subdomains(parent), TargetHost::Domain(got)) => got
                 .strip_suffix(parent.as_str())
                 .and_then(|label| label.strip_suffix('.'))
@@ -64,6 +72,7 @@ impl fmt::Display for HostPattern {
             HostPattern::Ip(IpAddr::V4(v4)) => write!(f, "{v4}"),
             HostPattern::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
             HostPattern::Subdomains(parent) => write!(f, "*.{parent}"),
+            HostPattern::Any => f.write_str("*"),
         }
     }
 }
@@ -76,7 +85,8 @@ impl fmt::Display for HostPattern {
 pub struct AllowEntry {
     scheme: String,
     host: HostPattern,
-    port: u16,
+    /// Sorted, without duplicates; empty only in the [`ANY_HOST`] entry (any port).
+    ports: Vec<u16>,
     path_prefix: Option<String>,
     methods: Vec<Method>,
 }
@@ -93,7 +103,31 @@ impl AllowEntry {
     /// or nothing means the whole origin; otherwise it is a segment-aware prefix, normalised like
     /// request paths. The error is a sentence quoting `spec` and saying how to fix it.
     pub fn parse(spec: &str, methods: &[Method]) -> Result<AllowEntry, String> {
+        Self::parse_with(spec, methods, false)
+    }
+
+    /// Like [`AllowEntry::parse`], and when `allow_any_host` is true (the operator's
+    /// `http.insecure_allow_any_host`) also accepts the exact entry [`ANY_HOST`], `*://*:*`:
+    /// http and https to any host and port. The blocked-network guard still applies to it.
+    /// Ports may be listed: `https://api.example.com:443,8443`.
+    pub fn parse_with(
+        spec: &str,
+        methods: &[Method],
+        allow_any_host: bool,
+    ) -> Result<AllowEntry, String> {
         let spec = spec.trim();
+        if spec == ANY_HOST && allow_any_host && !methods.is_empty() {
+            let mut methods = methods.to_vec();
+            methods.sort_unstable();
+            methods.dedup();
+            return Ok(AllowEntry {
+                scheme: "*".into(),
+                host: HostPattern::Any,
+                ports: Vec::new(),
+                path_prefix: None,
+                methods,
+            });
+        }
         if spec == "*" {
             return Err(format!("{spec:?} grants any host; {INSECURE}"));
         }
@@ -203,17 +237,28 @@ impl AllowEntry {
                  \"{scheme}://*.example.com\""
             ));
         }
-        let port = match port {
-            None => default_port,
+        let mut ports = match port {
+            None => vec![default_port],
             Some("") => {
                 return Err(format!(
                     "{spec:?} has an empty port; drop the \":\" or give a port number"
                 ));
             }
-            Some(text) => parse_port(text).ok_or_else(|| {
-                format!("{spec:?} has port {text:?}; a port is a number from 1 to 65535")
-            })?,
+            Some(text) => text
+                .split(',')
+                .map(|one| {
+                    parse_port(one).ok_or_else(|| {
+                        format!(
+                            "{spec:?} has port {one:?}; a port is a number from 1 to 65535, and \
+                             several are separated by commas, as in \":443,8443\""
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u16>, String>>()?,
         };
+        ports.sort_unstable();
+        ports.dedup();
+        let port = ports[0];
 
         let url = Url::parse(&format!("{scheme}://{host_body}:{port}{path}")).map_err(|e| {
             format!(
@@ -261,7 +306,7 @@ impl AllowEntry {
         Ok(AllowEntry {
             scheme,
             host,
-            port,
+            ports,
             path_prefix,
             methods,
         })
@@ -277,9 +322,20 @@ impl AllowEntry {
         &self.host
     }
 
-    /// The port, explicit or the scheme's default.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The ports, explicit or the scheme's default; empty means any (the [`ANY_HOST`] entry).
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    fn ports_text(&self) -> String {
+        if self.ports.is_empty() {
+            return "*".into();
+        }
+        self.ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The normalised path prefix, or `None` when the entry covers every path of its origin.
@@ -296,21 +352,26 @@ impl AllowEntry {
     ///
     /// Used in messages and when printing grants, where an explicit port avoids ambiguity.
     pub fn origin(&self) -> String {
-        format!("{}://{}:{}", self.scheme, self.host, self.port)
+        format!("{}://{}:{}", self.scheme, self.host, self.ports_text())
     }
 
     /// The entry as it would be written in `http.allow`: default port omitted, prefix kept.
     pub fn spec(&self) -> String {
         format!(
             "{}{}",
-            short_origin(&self.scheme, &self.host.to_string(), self.port),
+            match self.ports.as_slice() {
+                [one] => short_origin(&self.scheme, &self.host.to_string(), *one),
+                _ => format!("{}://{}:{}", self.scheme, self.host, self.ports_text()),
+            },
             self.path_prefix.as_deref().unwrap_or("")
         )
     }
 
     /// Whether the target's scheme, host and port are covered (the path is not looked at).
     pub fn matches_origin(&self, target: &Target) -> bool {
-        self.scheme == target.scheme && self.port == target.port && self.host.matches(&target.host)
+        (self.scheme == target.scheme || self.scheme == "*")
+            && (self.ports.is_empty() || self.ports.contains(&target.port))
+            && self.host.matches(&target.host)
     }
 
     /// Whether the target's path lies under this entry's prefix, segment-aware.
@@ -1005,11 +1066,11 @@ mod tests {
             ("https:orders.example.com", "write \"https://orders.example.com\""),
             ("", "is empty"),
             ("ftp://files.example.com", "only http and https can be granted"),
-            ("*", "explicit insecure flag"),
-            ("https://*", "explicit insecure flag"),
-            ("*://*:*", "explicit insecure flag"),
-            ("*://api.example.com", "explicit insecure flag"),
-            ("https://api.example.com:*", "explicit insecure flag"),
+            ("*", "http.insecure_allow_any_host"),
+            ("https://*", "http.insecure_allow_any_host"),
+            ("*://*:*", "http.insecure_allow_any_host"),
+            ("*://api.example.com", "http.insecure_allow_any_host"),
+            ("https://api.example.com:*", "http.insecure_allow_any_host"),
             ("https://api.*.com", "only a leading \"*.\""),
             ("https://*example.com", "only a leading \"*.\""),
             ("https://*.*.example.com", "only a leading \"*.\""),
@@ -1065,14 +1126,81 @@ mod tests {
             ),
             (
                 "https://*",
-                "\"https://*\" grants any host; that needs an explicit insecure flag, which \
-                 callout does not provide yet, so list each origin the action needs, e.g. \
-                 \"https://api.example.com\"",
+                "\"https://*\" grants any host; list each origin the action needs, e.g. \
+                 \"https://api.example.com\"; only the exact entry \"*://*:*\" can grant \
+                 everything, and only when the operator sets http.insecure_allow_any_host = true \
+                 in callout.toml",
             ),
         ];
         for (spec, want) in cases {
             assert_eq!(AllowEntry::parse(spec, &[Get]).unwrap_err(), want);
         }
+    }
+
+    #[test]
+    fn port_lists_cover_each_listed_port_and_no_other() {
+        let e = AllowEntry::parse("https://api.example.com:8443,443", &[Get]).unwrap();
+        assert_eq!(e.ports(), [443, 8443]);
+        assert_eq!(e.origin(), "https://api.example.com:443,8443");
+        for (url, covered) in [
+            ("https://api.example.com/x", true),
+            ("https://api.example.com:8443/x", true),
+            ("https://api.example.com:8080/x", false),
+            ("http://api.example.com:443/x", false),
+        ] {
+            assert_eq!(e.covers(&Target::parse(url).unwrap()), covered, "{url}");
+        }
+        let err = AllowEntry::parse("https://api.example.com:443,x", &[Get]).unwrap_err();
+        assert!(err.contains("several are separated by commas"), "{err}");
+    }
+
+    #[test]
+    fn any_host_needs_the_operators_insecure_flag_and_still_meets_the_guard() {
+        let err = AllowEntry::parse(ANY_HOST, &[Get]).unwrap_err();
+        assert!(err.contains("http.insecure_allow_any_host"), "{err}");
+        let any = AllowEntry::parse_with(ANY_HOST, &[Get], true).unwrap();
+        let list = AllowList::new(vec![any]);
+        let dev = DevLoopback::default();
+        let public = Target::parse("http://api.example.org:8080/x").unwrap();
+        assert!(matches!(list.check(Get, &public, &dev), Decision::Allow(_)));
+        for blocked in [
+            "http://127.0.0.1/",
+            "https://169.254.169.254/",
+            "http://[::1]:81/",
+            "http://localhost/",
+        ] {
+            let t = Target::parse(blocked).unwrap();
+            match list.check(Get, &t, &dev) {
+                Decision::Deny(d) => assert_eq!(d.code, Denial::BLOCKED_NETWORK, "{blocked}"),
+                Decision::Allow(_) => panic!("{blocked} passed an any-host grant"),
+            }
+        }
+        // Only the exact entry: other wildcards stay refused even with the flag.
+        assert!(AllowEntry::parse_with("https://*:443", &[Get], true).is_err());
+    }
+
+    #[test]
+    fn ipv4_literals_in_every_encoding_are_the_same_address() {
+        // The URL parser turns decimal, octal, hex and short forms into one address, so the
+        // guard sees 127.0.0.1 however it was written.
+        for url in [
+            "http://2130706433/",
+            "http://017700000001/",
+            "http://0x7f000001/",
+            "http://0x7f.1/",
+            "http://127.1/",
+            "http://0177.0.0.1/",
+            "http://127.0.1/",
+        ] {
+            let t = Target::parse(url).unwrap();
+            assert_eq!(
+                t.host,
+                TargetHost::Ip("127.0.0.1".parse().unwrap()),
+                "{url}"
+            );
+        }
+        let t = Target::parse("http://0xa9.0xfe.0xa9.0xfe/").unwrap();
+        assert_eq!(t.host, TargetHost::Ip("169.254.169.254".parse().unwrap()));
     }
 
     #[test]

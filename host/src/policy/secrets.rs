@@ -262,8 +262,51 @@ pub fn mask_values(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// Replaces every occurrence of each secret value (of at least four characters) in `bytes`
+/// with `[redacted]`: the byte-level twin of [`mask_values`], for response bodies that need not
+/// be UTF-8.
+pub fn mask_bytes(bytes: &[u8], secrets: &[&str]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for secret in secrets
+        .iter()
+        .filter(|s| s.chars().count() >= MIN_MASK_CHARS)
+    {
+        let needle = secret.as_bytes();
+        if !out.windows(needle.len()).any(|w| w == needle) {
+            continue;
+        }
+        let mut masked = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(needle) {
+                masked.extend_from_slice(b"[redacted]");
+                i += needle.len();
+            } else {
+                masked.push(out[i]);
+                i += 1;
+            }
+        }
+        out = masked;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mask_bytes_redacts_every_echo_of_a_secret_in_binary_data() {
+        let body = b"\xff token=s3cr3t-value; again s3cr3t-value \x00";
+        let masked = super::mask_bytes(body, &["s3cr3t-value", "abc"]);
+        assert_eq!(
+            masked,
+            b"\xff token=[redacted]; again [redacted] \x00".to_vec()
+        );
+        assert_eq!(
+            super::mask_bytes(b"nothing here", &["s3cr3t-value"]),
+            b"nothing here"
+        );
+    }
+
     use super::*;
     use crate::policy::Method;
 

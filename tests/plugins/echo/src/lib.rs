@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
-const INPUT_SCHEMA: &str = r#"{"type":"object","properties":{"message":{"type":"string","maxLength":200},"count":{"type":"integer","minimum":0,"maximum":10},"color":{"type":"string","enum":["red","green","blue"]},"url":{"type":"string"},"method":{"type":"string"},"headers":{"type":"object","additionalProperties":{"type":"string"}},"body":{"type":"string"}},"required":["message"],"additionalProperties":false}"#;
+const INPUT_SCHEMA: &str = r#"{"type":"object","properties":{"message":{"type":"string","maxLength":200},"count":{"type":"integer","minimum":0,"maximum":10},"color":{"type":"string","enum":["red","green","blue"]},"url":{"type":"string"},"method":{"type":"string"},"headers":{"type":"object","additionalProperties":{"type":"string"}},"body":{"type":"string"},"bearer_secret":{"type":"string"},"query_secret":{"type":"string"},"body_secret":{"type":"string"},"timeout_ms":{"type":"integer","minimum":1}},"required":["message"],"additionalProperties":false}"#;
 const OUTPUT_SCHEMA: &str = r#"{"type":"object"}"#;
 
 struct Echo;
@@ -137,18 +137,46 @@ fn request(url: &str, inputs: &Map<String, Value>) -> Result<Value, ActionError>
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("headers", "must be an object")),
     };
-    let body = match inputs.get("body") {
+    let mut headers: Vec<(String, String)> = headers;
+    let mut body = match inputs.get("body") {
         None | Some(Value::Null) => None,
         Some(Value::String(b)) => Some(b.as_bytes().to_vec()),
         Some(_) => return Err(invalid("body", "must be a string")),
     };
+    // The plugin's own use of a secret: the input names the secret, and the plugin writes the
+    // placeholder itself (a placeholder copied from the inputs would be the user's words, which
+    // the host refuses).
+    let secret_name = |field: &str| -> Result<Option<String>, ActionError> {
+        match inputs.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(name)) => Ok(Some(name.clone())),
+            Some(_) => Err(invalid(field, "must be a secret's name")),
+        }
+    };
+    if let Some(name) = secret_name("bearer_secret")? {
+        headers.push((
+            "authorization".into(),
+            format!("Bearer {{{{secret.{name}}}}}"),
+        ));
+    }
+    let mut url = url.to_string();
+    if let Some(name) = secret_name("query_secret")? {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url = format!("{url}{sep}token={{{{secret.{name}}}}}");
+    }
+    if let Some(name) = secret_name("body_secret")? {
+        body = Some(format!("{{\"token\":\"{{{{secret.{name}}}}}\"}}").into_bytes());
+    }
 
     let response = match http::send(&http::Request {
         method,
-        url: url.into(),
+        url,
         headers,
         body,
-        timeout_ms: None,
+        timeout_ms: inputs
+            .get("timeout_ms")
+            .and_then(Value::as_u64)
+            .map(|t| t as u32),
     }) {
         Ok(response) => response,
         Err(http::HttpError::Denied(d)) => return Err(ActionError::Denied(d)),
