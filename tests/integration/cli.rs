@@ -54,17 +54,26 @@ fn invoke_dry_run_prints_every_recorded_request_with_secrets_redacted() {
     let actions = Actions::new();
     actions.add(
         "echo",
-        "name = \"echo\"\ncomponent = \"{echo}\"\n[http]\nallow = [{ url = \"https://crm.example.com/v1/\", methods = [\"POST\"] }]\n\
-         [secrets.CRM_TOKEN]\nfrom = \"env:CALLOUT_TEST_CRM_TOKEN\"\nhosts = [\"https://crm.example.com\"]\n",
+        "name = \"echo\"\ncomponent = \"{echo}\"\n[http]\nallow = [{ url = \"http://127.0.0.1:9/v1/\", methods = [\"POST\"] }]\n\
+         [secrets.CRM_TOKEN]\nfrom = \"env:CALLOUT_TEST_CRM_TOKEN\"\nhosts = [\"http://127.0.0.1:9\"]\n",
     );
     let data = tempfile::tempdir().unwrap();
-    let input = r#"{"message":"hi","method":"POST","url":"https://crm.example.com/v1/leads?src=chat","bearer_secret":"CRM_TOKEN","body":"{\"email\":\"ada@example.com\"}"}"#;
+    let input = r#"{"message":"hi","method":"POST","url":"http://127.0.0.1:9/v1/leads?src=chat","bearer_secret":"CRM_TOKEN","body":"{\"email\":\"ada@example.com\"}"}"#;
     let out = Command::new(env!("CARGO_BIN_EXE_callout"))
         .args(["--actions"])
         .arg(actions.path())
         .arg("--data-dir")
         .arg(data.path())
-        .args(["invoke", "echo", "--dry-run", "--input", input])
+        // Loopback only, even though nothing is sent: a broken dry-run must not reach out.
+        .args([
+            "--dev-loopback",
+            "127.0.0.1:9",
+            "invoke",
+            "echo",
+            "--dry-run",
+            "--input",
+            input,
+        ])
         .env("CALLOUT_CONFIG", write_small_pool(&data))
         .env("CALLOUT_TEST_CRM_TOKEN", "tok-must-not-appear")
         .output()
@@ -76,7 +85,7 @@ fn invoke_dry_run_prints_every_recorded_request_with_secrets_redacted() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("POST https://crm.example.com/v1/leads?src=chat"),
+        stderr.contains("POST http://127.0.0.1:9/v1/leads?src=chat"),
         "{stderr}"
     );
     assert!(
@@ -183,4 +192,43 @@ fn list_shows_actions_and_json_descriptors() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["name"], "echo");
     assert_eq!(v[0]["input_schema"]["required"][0], "message");
+}
+
+#[test]
+fn audit_lists_the_denied_attempt_of_a_previous_invoke() {
+    let actions = Actions::new();
+    actions.add(
+        "echo",
+        "name = \"echo\"\ncomponent = \"{echo}\"\n[http]\nallow = [\"http://127.0.0.1:9/ok/\"]\n",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let out = callout(&actions, &data, &["audit"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no audit records yet"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Loopback without --dev-loopback: denied before anything is sent.
+    let input = r#"{"message":"m","url":"http://127.0.0.1:9/ok/1?token=abc"}"#;
+    let out = callout(&actions, &data, &["invoke", "echo", "--input", input]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = callout(&actions, &data, &["audit", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["action"], "echo");
+    assert_eq!(v[0]["decision"], "denied");
+    assert_eq!(v[0]["reason"], "blocked-network");
+    assert_eq!(v[0]["path"], "/ok/1");
+    assert!(
+        !v.to_string().contains("token=abc"),
+        "the query reached the audit log: {v}"
+    );
+    let out = callout(&actions, &data, &["audit", "--denied"]);
+    assert!(
+        text(&out.stdout).contains("blocked-network"),
+        "{}",
+        text(&out.stdout)
+    );
 }

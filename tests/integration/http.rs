@@ -551,9 +551,11 @@ async fn redirects_when_enabled_are_followed_hop_by_hop_and_each_hop_is_checked(
     let cases = [
         // to a dev-loopback port the action does not grant
         (format!("{}/x", other.url()), "host-not-allowed"),
-        // to the metadata service, a private address and loopback on another port
+        // to loopback addresses and ports the action does not grant (tests outside the
+        // network namespace only ever name loopback: see ssrf.rs for the metadata service,
+        // private ranges and the rest)
         (
-            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "http://127.0.0.2:9/latest/meta-data/".to_string(),
             "host-not-allowed",
         ),
         ("http://localhost:1/".to_string(), "host-not-allowed"),
@@ -582,34 +584,6 @@ async fn redirects_when_enabled_are_followed_hop_by_hop_and_each_hop_is_checked(
         other.received().is_empty(),
         "a forbidden hop reached the other server"
     );
-}
-
-#[tokio::test]
-async fn redirects_to_blocked_addresses_are_refused_even_when_granted() {
-    let server = TestServer::start().await;
-    // The operator granted the metadata address by mistake: the guard still refuses the hop.
-    let allow = format!(
-        "\"{}\", \"http://169.254.169.254\", \"http://10.0.0.1\"",
-        server.url()
-    );
-    let (reg, ..) = echo_with(&allow, "redirects = 3\n", &[server.host_port()]).await;
-    for to in [
-        "http://169.254.169.254/latest/",
-        "http://10.0.0.1/",
-        "http://0xa9fea9fe/",
-    ] {
-        let url = format!("{}/redirect-to?to={}", server.url(), url_escape(to));
-        let r = call(
-            &reg.get("echo").unwrap(),
-            json!({"message": "m", "url": url}),
-        )
-        .await;
-        assert_eq!(
-            denial_code(r.result.unwrap_err()),
-            "blocked-network",
-            "redirect to {to}"
-        );
-    }
 }
 
 fn url_escape(s: &str) -> String {
