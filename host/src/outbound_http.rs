@@ -578,28 +578,8 @@ impl InstanceState {
                 ),
             ));
         }
-        let next = from.target.url.join(location).map_err(|e| {
-            wit::HttpError::Protocol(format!(
-                "the upstream redirected to an invalid location: {e}"
-            ))
-        })?;
-        if from.target.scheme == "https" && next.scheme() == "http" {
-            return Err(denied(
-                "redirect-downgrade",
-                format!(
-                    "{} redirected from https to http ({}://{}); a downgrade is never followed",
-                    from.target.redacted(),
-                    next.scheme(),
-                    next.host_str().unwrap_or("")
-                ),
-            ));
-        }
-        // 303, and 301/302 after a POST, turn into a GET without a body (as browsers do).
-        let (method, body) = match (status, from.method) {
-            (303, Method::Head) => (Method::Head, None),
-            (303, _) | (301 | 302, Method::Post) => (Method::Get, None),
-            _ => (from.method, from.body.clone()),
-        };
+        let (next, method, keep_body) = next_hop(&from.target.url, from.method, status, location)?;
+        let body = if keep_body { from.body.clone() } else { None };
         let req = wit::Request {
             method: match method {
                 Method::Get => wit::Method::Get,
@@ -668,6 +648,38 @@ impl InstanceState {
             ),
         }
     }
+}
+
+/// Where a redirect leads and how: the next URL, the method, and whether the body goes along.
+///
+/// Refuses an https→http downgrade. 303 (and 301/302 after a POST) continue as a GET without the
+/// body, as browsers do; 307 and 308 keep method and body.
+fn next_hop(
+    from: &url::Url,
+    method: Method,
+    status: u16,
+    location: &str,
+) -> Result<(url::Url, Method, bool), wit::HttpError> {
+    let next = from.join(location).map_err(|e| {
+        wit::HttpError::Protocol(format!(
+            "the upstream redirected to an invalid location: {e}"
+        ))
+    })?;
+    if from.scheme() == "https" && next.scheme() == "http" {
+        return Err(denied(
+            "redirect-downgrade",
+            format!(
+                "{} redirected from https to http ({}); a downgrade is never followed",
+                next_redacted(from),
+                next_redacted(&next)
+            ),
+        ));
+    }
+    Ok(match (status, method) {
+        (303, Method::Head) => (next, Method::Head, false),
+        (303, _) | (301 | 302, Method::Post) => (next, Method::Get, false),
+        _ => (next, method, true),
+    })
 }
 
 fn next_redacted(url: &url::Url) -> String {
@@ -1041,6 +1053,84 @@ mod tests {
             .collect();
         let got: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
         assert_eq!(got, ips(&["93.184.216.34", "2606:4700:4700::1111"]));
+    }
+
+    #[test]
+    fn redirect_hops_keep_or_change_the_method_and_never_downgrade() {
+        let https: url::Url = "https://api.example.com/a/b?x=1".parse().unwrap();
+        type Want = Result<(&'static str, Method, bool), &'static str>;
+        let cases: &[(u16, Method, &str, Want)] = &[
+            (
+                302,
+                Method::Get,
+                "/c",
+                Ok(("https://api.example.com/c", Method::Get, true)),
+            ),
+            (
+                302,
+                Method::Post,
+                "c",
+                Ok(("https://api.example.com/a/c", Method::Get, false)),
+            ),
+            (
+                301,
+                Method::Post,
+                "/c",
+                Ok(("https://api.example.com/c", Method::Get, false)),
+            ),
+            (
+                303,
+                Method::Put,
+                "/c",
+                Ok(("https://api.example.com/c", Method::Get, false)),
+            ),
+            (
+                303,
+                Method::Head,
+                "/c",
+                Ok(("https://api.example.com/c", Method::Head, false)),
+            ),
+            (
+                307,
+                Method::Post,
+                "/c",
+                Ok(("https://api.example.com/c", Method::Post, true)),
+            ),
+            (
+                308,
+                Method::Put,
+                "https://other.example.com/",
+                Ok(("https://other.example.com/", Method::Put, true)),
+            ),
+            (
+                302,
+                Method::Get,
+                "http://api.example.com/c",
+                Err("redirect-downgrade"),
+            ),
+            (
+                307,
+                Method::Post,
+                "http://other.example.com/",
+                Err("redirect-downgrade"),
+            ),
+        ];
+        for (status, method, location, want) in cases {
+            match (next_hop(&https, *method, *status, location), want) {
+                (Ok((url, m, body)), Ok((wurl, wm, wbody))) => {
+                    assert_eq!(
+                        (url.as_str(), m, body),
+                        (*wurl, *wm, *wbody),
+                        "{status} {location}"
+                    )
+                }
+                (Err(wit::HttpError::Denied(d)), Err(code)) => assert_eq!(d.code, *code),
+                (got, want) => panic!("{status} {location}: got {got:?}, want {want:?}"),
+            }
+        }
+        // http → https is an upgrade, not a downgrade.
+        let http: url::Url = "http://api.example.com/".parse().unwrap();
+        assert!(next_hop(&http, Method::Get, 301, "https://api.example.com/").is_ok());
     }
 
     #[test]
