@@ -9,3 +9,4 @@ mod demo;
 mod hostile;
 mod http;
 mod loading;
+mod ssrf;
