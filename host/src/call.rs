@@ -187,6 +187,12 @@ pub enum Failure {
         /// What wasmtime reported, first line.
         message: String,
     },
+    /// Inputs are missing or invalid: nothing was called. The agent asks the user each question.
+    #[error("needs input: {}", fields.iter().map(|f| format!("{} {}", f.field, f.reason)).collect::<Vec<_>>().join("; "))]
+    NeedsInput {
+        /// What to collect, with the question to ask.
+        fields: Vec<crate::inputs::NeededInput>,
+    },
     /// The plugin returned something that breaks the contract (invalid JSON, say).
     #[error("plugin broke the contract: {message}")]
     Contract {
@@ -200,6 +206,7 @@ impl Failure {
     pub fn class(&self) -> &'static str {
         match self {
             Self::InvalidInput { .. } => "invalid-input",
+            Self::NeedsInput { .. } => "needs-input",
             Self::NotFound { .. } => "not-found",
             Self::Upstream { .. } => "upstream",
             Self::Denied { .. } => "denied",
@@ -267,6 +274,12 @@ pub struct CallReport {
     pub requests: Vec<SentRequest>,
     /// What the plugin printed and logged, and how much was cut at the caps.
     pub output: OutputStats,
+    /// Attempts made (retries included; 0 when the input gate stopped the call).
+    pub attempts: u32,
+    /// The fallback message for the user, when the action's `[on_error]` turned the failure
+    /// into one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Wall time of the call in microseconds.
     pub elapsed_us: u64,
 }

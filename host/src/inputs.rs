@@ -181,6 +181,114 @@ fn bound(
     prop.insert(key.into(), num);
 }
 
+/// One input the agent still has to collect: missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NeededInput {
+    /// The field.
+    pub field: String,
+    /// The question to ask the user (the manifest's `prompt`), if there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// What is wrong: `is required`, or why the value is not valid.
+    pub reason: String,
+}
+
+/// The input gate: validates a call's inputs against the action's effective input schema
+/// before the plugin is ever called.
+///
+/// Validation uses the `jsonschema` crate (draft 2020-12, formats such as `email` checked, no
+/// `$ref` fetched from the network or disk). An action is never invoked with a missing or
+/// invalid input; the caller gets every problem at once, each with the question to ask.
+pub struct InputGate {
+    validator: jsonschema::Validator,
+    prompts: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for InputGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputGate")
+            .field("prompts", &self.prompts)
+            .finish()
+    }
+}
+
+impl InputGate {
+    /// Compiles the gate for an effective schema (as [`narrow`] returns it; `x-prompt` holds each
+    /// field's question).
+    ///
+    /// # Errors
+    /// A schema that is not valid JSON Schema, with the validator's message.
+    pub fn new(schema: &Value) -> Result<Self, String> {
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(schema)
+            .map_err(|e| format!("the input schema is not valid JSON Schema: {e}"))?;
+        let prompts = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|props| {
+                props
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        v.get("x-prompt")
+                            .and_then(Value::as_str)
+                            .map(|p| (k.clone(), p.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self { validator, prompts })
+    }
+
+    /// The question to ask for `field`, if the manifest gives one.
+    pub fn prompt(&self, field: &str) -> Option<&str> {
+        self.prompts.get(field).map(String::as_str)
+    }
+
+    /// Checks `inputs`; on failure returns every missing or invalid field, in field order, each
+    /// once (the first reason found).
+    pub fn check(&self, inputs: &Map<String, Value>) -> Result<(), Vec<NeededInput>> {
+        let instance = Value::Object(inputs.clone());
+        let mut needed: BTreeMap<String, NeededInput> = BTreeMap::new();
+        for error in self.validator.iter_errors(&instance) {
+            let (field, reason) = match error.kind() {
+                jsonschema::error::ValidationErrorKind::Required { property } => (
+                    property.as_str().unwrap_or_default().to_string(),
+                    "is required".to_string(),
+                ),
+                _ => {
+                    let path = error.instance_path().as_str().to_string();
+                    let field = path
+                        .trim_start_matches('/')
+                        .split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .replace("~1", "/")
+                        .replace("~0", "~");
+                    let reason = error.to_string();
+                    if field.is_empty() {
+                        // A whole-object problem (an unknown field with additionalProperties
+                        // false, say): name what the validator names.
+                        ("inputs".to_string(), reason)
+                    } else {
+                        (field, reason)
+                    }
+                }
+            };
+            needed.entry(field.clone()).or_insert_with(|| NeededInput {
+                prompt: self.prompts.get(&field).cloned(),
+                field,
+                reason,
+            });
+        }
+        if needed.is_empty() {
+            Ok(())
+        } else {
+            Err(needed.into_values().collect())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +368,76 @@ mod tests {
                 "{text:?}: {errs:?} lacks {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_gate_lists_every_missing_or_invalid_field_with_its_question() {
+        let s = specs(
+            "[order_id]\npattern = \"^[0-9]{6}$\"\nprompt = \"Your order number?\"\n[count]\nrequired = true\n",
+        );
+        let gate = InputGate::new(&narrow(&component(), &s).unwrap()).unwrap();
+        assert!(
+            gate.check(
+                json!({"order_id": "123456", "count": 3})
+                    .as_object()
+                    .unwrap()
+            )
+            .is_ok()
+        );
+        let cases = [
+            (
+                json!({}),
+                vec![("count", "is required"), ("order_id", "is required")],
+            ),
+            (
+                json!({"order_id": "12ab", "count": 3}),
+                vec![("order_id", "does not match")],
+            ),
+            (
+                json!({"order_id": "123456", "count": 11}),
+                vec![("count", "greater than the maximum")],
+            ),
+            (
+                json!({"order_id": 123456, "count": 3}),
+                vec![("order_id", "is not of type")],
+            ),
+            (
+                json!({"order_id": "123456", "count": 1, "color": "pink"}),
+                vec![("color", "is not one of")],
+            ),
+        ];
+        for (inputs, want) in cases {
+            let got = gate
+                .check(inputs.as_object().unwrap())
+                .expect_err(&inputs.to_string());
+            assert_eq!(got.len(), want.len(), "{inputs}: {got:?}");
+            for (g, (field, reason)) in got.iter().zip(want) {
+                assert_eq!(g.field, field, "{inputs}: {got:?}");
+                assert!(
+                    g.reason.contains(reason),
+                    "{inputs}: {} lacks {reason:?}",
+                    g.reason
+                );
+            }
+        }
+        let missing = gate
+            .check(json!({"count": 1}).as_object().unwrap())
+            .unwrap_err();
+        assert_eq!(missing[0].prompt.as_deref(), Some("Your order number?"));
+    }
+
+    #[test]
+    fn the_gate_checks_formats_such_as_email() {
+        let schema = json!({"type": "object", "properties": {"email": {"type": "string", "format": "email"}}, "required": ["email"]});
+        let gate = InputGate::new(&schema).unwrap();
+        assert!(
+            gate.check(json!({"email": "ada@example.com"}).as_object().unwrap())
+                .is_ok()
+        );
+        let bad = gate
+            .check(json!({"email": "not an email"}).as_object().unwrap())
+            .unwrap_err();
+        assert_eq!(bad[0].field, "email");
     }
 
     #[test]

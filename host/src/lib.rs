@@ -21,13 +21,17 @@
 
 pub mod audit;
 pub mod bindings;
+pub mod builtin;
 pub mod cache;
 pub mod call;
+pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod conversations;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod error_policy;
 pub mod inputs;
 pub mod manifest;
 pub mod outbound_http;
@@ -35,6 +39,7 @@ pub mod plugin;
 pub mod policy;
 pub mod registry;
 pub mod state;
+pub mod triggers;
 
 pub use call::{Call, CallReport, Failure, Outcome, Trigger};
 pub use config::HostConfig;

@@ -97,6 +97,15 @@ pub struct RawManifest {
     /// Per-call resource limits.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// How failures are handled: retries, fallback messages, asking again.
+    #[serde(default)]
+    pub on_error: Option<crate::error_policy::OnErrorSpec>,
+    /// The built-in "Send API Request" only: method, URL, headers and body templates.
+    #[serde(default)]
+    pub request: Option<toml::Table>,
+    /// The built-in "Send API Request" only: response mapping and reply template.
+    #[serde(default)]
+    pub response: Option<toml::Table>,
 }
 
 /// `[trigger]`: when the action fires besides tool calls (always possible).
@@ -116,6 +125,9 @@ pub struct Trigger {
     /// broken by name).
     #[serde(default)]
     pub priority: i32,
+    /// On-prompt: conversation variables that must be present for the action to fire.
+    #[serde(default)]
+    pub requires: Vec<String>,
 }
 
 /// The kinds of `[trigger]`.
@@ -369,6 +381,10 @@ pub struct Manifest {
     pub secrets: BTreeMap<String, SecretGrant>,
     /// Per-call limits.
     pub limits: Limits,
+    /// How failures are handled.
+    pub on_error: crate::error_policy::ErrorPolicy,
+    /// The built-in component this manifest names (`builtin:NAME`), if any.
+    pub builtin: Option<&'static crate::builtin::Builtin>,
 }
 
 impl Manifest {
@@ -423,18 +439,62 @@ impl Manifest {
             }
         }
 
-        let component_path = if raw.component.starts_with("builtin:") {
-            return Err(err(format!(
-                "component = {:?}: built-in components are not available in this version; \
-                 name a .wasm file relative to this manifest",
-                raw.component
-            )));
-        } else {
-            let p = Path::new(&raw.component);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                path.parent().unwrap_or(Path::new(".")).join(p)
+        for reserved in crate::builtin::RESERVED_CONFIG_KEYS {
+            if raw.config.contains_key(reserved) {
+                return Err(err(format!(
+                    "config.{reserved} is reserved for the built-in plugins; rename the key"
+                )));
+            }
+        }
+        let builtin = match raw.component.strip_prefix("builtin:") {
+            Some(name) => Some(crate::builtin::find(name).ok_or_else(|| {
+                err(format!(
+                    "component = {:?}: there is no built-in {name:?}; the built-ins are [{}]",
+                    raw.component,
+                    crate::builtin::names().join(", ")
+                ))
+            })?),
+            None => None,
+        };
+        if builtin.is_none() && (raw.request.is_some() || raw.response.is_some()) {
+            return Err(err(
+                "[request] and [response] configure the built-in \"Send API Request\"; set \
+                 component = \"builtin:send-api-request\" or remove them"
+                    .into(),
+            ));
+        }
+        if let Some(b) = builtin {
+            if raw.request.is_none() {
+                return Err(err(format!(
+                    "component = \"builtin:{}\" needs a [request] table (method, url, headers, \
+                     body); see docs/manifest.md",
+                    b.name
+                )));
+            }
+            for (key, value) in [
+                ("request", raw.request.clone().map(toml::Value::Table)),
+                ("response", raw.response.clone().map(toml::Value::Table)),
+                (
+                    "inputs",
+                    Some(toml::Value::try_from(&raw.inputs).map_err(|e| {
+                        err(format!("[inputs] cannot be handed to the built-in: {e}"))
+                    })?),
+                ),
+            ] {
+                if let Some(v) = value {
+                    config.insert(key.to_string(), v);
+                }
+            }
+        }
+        let component_path = match builtin {
+            Some(b) => PathBuf::from(format!("builtin:{}", b.name)),
+            None => {
+                let p = Path::new(&raw.component);
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    path.parent().unwrap_or(Path::new(".")).join(p)
+                }
             }
         };
 
@@ -629,7 +689,9 @@ impl Manifest {
             check_regex(p).map_err(|m| err(format!("trigger.patterns[{i}]: {m}")))?;
         }
         if raw.trigger.kind != TriggerKind::OnPrompt
-            && (!raw.trigger.intents.is_empty() || !raw.trigger.patterns.is_empty())
+            && (!raw.trigger.intents.is_empty()
+                || !raw.trigger.patterns.is_empty()
+                || !raw.trigger.requires.is_empty())
         {
             return Err(err(
                 "trigger.intents and trigger.patterns apply to on-prompt actions; \
@@ -659,6 +721,9 @@ impl Manifest {
                 table_elements,
                 instances,
             },
+            on_error: crate::error_policy::ErrorPolicy::from_spec(raw.on_error.as_ref())
+                .map_err(err)?,
+            builtin,
             raw,
         })
     }

@@ -20,12 +20,15 @@ use crate::call::{Call, CallReport, Failure, FieldError, Outcome, Trigger, Upstr
 use crate::config::HostConfig;
 use crate::engine::{EpochTicker, build_engine, deadline_ticks};
 use crate::error::{LoadError, LoadErrorKind};
+use crate::error_policy::Handling;
+use crate::inputs::InputGate;
 use crate::manifest::{HostLimits, Limits, Manifest};
 use crate::outbound_http::{
     ActionHttp, CallSecrets, Lookup, OutboundHttp, Secrets, SystemLookup, default_secrets_file,
 };
 use crate::policy::DevLoopback;
 use crate::state::{CallScope, InstanceState};
+use crate::triggers::{Conditions, Extractor};
 
 /// Extra time the tokio timeout around a call allows beyond the epoch deadline. Epochs stop a
 /// running guest; the timeout stops a guest parked in a host call (a slow upstream, say).
@@ -191,17 +194,20 @@ impl Runtime {
         }
 
         let path = &manifest.component_path;
-        let wasm = std::fs::read(path).map_err(|e| {
-            LoadError::new(
-                LoadErrorKind::MissingComponent,
-                path,
-                format!(
-                    "cannot read it ({e}), named by component in {}; {}",
-                    manifest.path.display(),
-                    build_hint(&manifest)
-                ),
-            )
-        })?;
+        let wasm: std::borrow::Cow<'static, [u8]> = match manifest.builtin {
+            Some(b) => std::borrow::Cow::Borrowed(b.wasm),
+            None => std::borrow::Cow::Owned(std::fs::read(path).map_err(|e| {
+                LoadError::new(
+                    LoadErrorKind::MissingComponent,
+                    path,
+                    format!(
+                        "cannot read it ({e}), named by component in {}; {}",
+                        manifest.path.display(),
+                        build_hint(&manifest)
+                    ),
+                )
+            })?),
+        };
         check_wasm_header(&wasm).map_err(|m| LoadError::new(LoadErrorKind::Component, path, m))?;
         let (component, cache_status) = self
             .cache
@@ -215,6 +221,22 @@ impl Runtime {
             })?;
         let pre = self.instantiate_pre(&component, path)?;
 
+        let t = &manifest.raw.trigger;
+        let conditions = match t.kind {
+            crate::manifest::TriggerKind::OnPrompt => Some(
+                Conditions::compile(&t.intents, &t.patterns, &t.requires, t.priority)
+                    .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?,
+            ),
+            _ => None,
+        };
+        let extract: Vec<(String, String)> = manifest
+            .raw
+            .inputs
+            .iter()
+            .filter_map(|(f, spec)| spec.extract.clone().map(|x| (f.clone(), x)))
+            .collect();
+        let extractor = Extractor::compile(&extract)
+            .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?;
         let name: Arc<str> = Arc::from(manifest.name());
         let config = Arc::new(manifest.config.clone());
         let http = Arc::new(ActionHttp::new(
@@ -228,10 +250,21 @@ impl Runtime {
             http,
             shared: self.http.clone(),
             descriptor: ActionDescriptor::default(),
+            gate: None,
+            conditions,
+            extractor,
             cache_status,
             manifest,
         };
         plugin.descriptor = plugin.describe().await?;
+        let gate = InputGate::new(&plugin.descriptor.input_schema).map_err(|e| {
+            LoadError::new(
+                LoadErrorKind::Component,
+                &plugin.manifest.component_path,
+                format!("describe() returned an input schema the host cannot use: {e}"),
+            )
+        })?;
+        plugin.gate = Some(gate);
         Ok(plugin)
     }
 
@@ -348,6 +381,9 @@ pub struct Plugin {
     http: Arc<ActionHttp>,
     shared: Arc<OutboundHttp>,
     descriptor: ActionDescriptor,
+    gate: Option<InputGate>,
+    conditions: Option<Conditions>,
+    extractor: Extractor,
     cache_status: CacheStatus,
     manifest: Manifest,
 }
@@ -366,6 +402,24 @@ impl Plugin {
     /// Its descriptor (effective input schema included).
     pub fn descriptor(&self) -> &ActionDescriptor {
         &self.descriptor
+    }
+
+    /// The on-prompt conditions, for on-prompt actions.
+    pub fn conditions(&self) -> Option<&Conditions> {
+        self.conditions.as_ref()
+    }
+
+    /// Pulls this action's input values out of a user message (`extract` patterns).
+    pub fn extractor(&self) -> &Extractor {
+        &self.extractor
+    }
+
+    /// The names of the inputs the action declares (its effective schema's properties).
+    pub fn input_names(&self) -> Vec<String> {
+        self.descriptor.input_schema["properties"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether the component came from the compile cache.
@@ -482,7 +536,77 @@ impl Plugin {
     ///
     /// Never fails as a Rust error: everything that goes wrong, a trap or an exhausted limit
     /// included, is a [`Failure`] in the report, and the next call starts clean.
-    pub async fn invoke(&self, call: Call) -> CallReport {
+    pub async fn invoke(&self, mut call: Call) -> CallReport {
+        let started = Instant::now();
+        if let Some(gate) = &self.gate
+            && let Err(fields) = gate.check(&call.inputs)
+        {
+            return CallReport {
+                result: Err(Failure::NeedsInput { fields }),
+                idempotency_key: call.idempotency_key.unwrap_or_default(),
+                recorded: Vec::new(),
+                requests: Vec::new(),
+                output: Default::default(),
+                attempts: 0,
+                fallback: None,
+                elapsed_us: started.elapsed().as_micros() as u64,
+            };
+        }
+        // One key for the logical call: every retry carries the same one.
+        let key = call
+            .idempotency_key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(new_idempotency_key);
+        call.idempotency_key = Some(key);
+        let policy = &self.manifest.on_error;
+        let first = call.attempt.max(1);
+        let mut attempt = first;
+        loop {
+            call.attempt = attempt;
+            let mut report = self.invoke_once(call.clone()).await;
+            report.attempts = attempt - first + 1;
+            let Err(failure) = &report.result else {
+                report.elapsed_us = started.elapsed().as_micros() as u64;
+                return report;
+            };
+            let repeatable = report.requests.iter().all(|r| r.repeatable);
+            match policy.decide(failure, attempt, repeatable, jitter()) {
+                Handling::Retry { delay_ms } => {
+                    tracing::info!(action = %self.name, attempt, delay_ms, class = failure.class(), "retrying");
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    attempt += 1;
+                    continue;
+                }
+                Handling::AskAgain => {
+                    if let Failure::InvalidInput { fields } = failure {
+                        let fields = fields
+                            .iter()
+                            .map(|f| crate::inputs::NeededInput {
+                                prompt: self
+                                    .gate
+                                    .as_ref()
+                                    .and_then(|g| g.prompt(&f.field))
+                                    .map(str::to_string),
+                                field: f.field.clone(),
+                                reason: f.reason.clone(),
+                            })
+                            .collect();
+                        report.result = Err(Failure::NeedsInput { fields });
+                    }
+                }
+                Handling::Fallback { message } => report.fallback = Some(message),
+                Handling::Fail => {}
+            }
+            report.elapsed_us = started.elapsed().as_micros() as u64;
+            return report;
+        }
+    }
+
+    /// One attempt, without the input gate or the error policy: a fresh instance, its limits
+    /// and deadline. Used by [`Plugin::invoke`] for every attempt, and by callers (such as a
+    /// durable outbox) that schedule retries themselves.
+    pub async fn invoke_once(&self, call: Call) -> CallReport {
         let started = Instant::now();
         let scope = CallScope {
             dry_run: call.dry_run,
@@ -548,6 +672,8 @@ impl Plugin {
             recorded: std::mem::take(&mut state.recorded),
             requests: std::mem::take(&mut state.requests),
             output,
+            attempts: 1,
+            fallback: None,
             elapsed_us: started.elapsed().as_micros() as u64,
         }
     }
@@ -677,6 +803,13 @@ fn user_text(call: &Call) -> Vec<String> {
         out.push(line.text.clone());
     }
     out
+}
+
+/// A uniformly random number in [0, 1), for retry jitter.
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A fresh random idempotency key (128 bits, hex).

@@ -80,11 +80,11 @@ async fn order_status_finds_an_order_and_reports_an_unknown_one_as_not_found() {
 }
 
 #[tokio::test]
-async fn order_status_rejects_a_malformed_order_number_before_any_request() {
+async fn a_malformed_order_number_is_asked_for_again_before_any_request() {
     let (backend, reg, ..) = wired().await;
     let r = run(&reg, "order-status", json!({"order_id": "12ab"})).await;
     assert!(
-        matches!(&r, Err(Failure::InvalidInput { fields }) if fields[0].field == "order_id"),
+        matches!(&r, Err(Failure::NeedsInput { fields }) if fields[0].field == "order_id" && fields[0].prompt.is_some()),
         "{r:?}"
     );
     assert!(backend.received().is_empty());
@@ -129,14 +129,14 @@ async fn membership_verify_reports_active_inactive_and_unknown_members() {
     )
     .await;
     assert!(
-        matches!(&bad, Err(Failure::InvalidInput { fields }) if fields[0].field == "date_of_birth"),
+        matches!(&bad, Err(Failure::NeedsInput { fields }) if fields[0].field == "date_of_birth" && fields[0].prompt.is_some()),
         "{bad:?}"
     );
 }
 
 #[tokio::test]
-async fn crm_lead_creates_a_record_with_an_idempotency_key_and_refuses_bad_emails_without_sending()
-{
+async fn crm_lead_creates_a_record_with_an_idempotency_key_and_asks_again_for_a_bad_email_without_sending()
+ {
     let (backend, reg, ..) = wired().await;
     let lead = json!({"name": "Ada Lovelace", "email": "ada@example.com", "company": "AE Ltd", "inquiry": "Pricing"});
     let mut call = Call::tool(obj(lead.clone()));
@@ -173,7 +173,7 @@ async fn crm_lead_creates_a_record_with_an_idempotency_key_and_refuses_bad_email
     )
     .await;
     assert!(
-        matches!(&bad, Err(Failure::InvalidInput { fields }) if fields[0].field == "email"),
+        matches!(&bad, Err(Failure::NeedsInput { fields }) if fields[0].field == "email" && fields[0].prompt.is_some()),
         "{bad:?}"
     );
     assert_eq!(

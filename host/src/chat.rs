@@ -1,0 +1,275 @@
+//! Conversations: on-prompt actions fire when their conditions hold and their inputs are
+//! complete; chat-end actions run when the conversation ends.
+//!
+//! The flow of one user message ([`Chat::message`]):
+//! 1. the message is stored, and values are extracted from it with every on-prompt action's
+//!    `extract` patterns; values the agent supplies win over extracted ones; both are merged
+//!    into the conversation's variables;
+//! 2. the eligible actions are found ([`crate::triggers::eligible`]): conditions met, in priority
+//!    order, plus any action still waiting for input from an earlier message;
+//! 3. each fires at most once per message. Its inputs are the conversation variables named
+//!    like its inputs, and they pass the input gate first: a missing or invalid required input
+//!    means `needs-input` (with the questions to ask), never a call. The action then waits for
+//!    the next message;
+//! 4. an outcome's variables are merged into the conversation, and its reply (or the fallback
+//!    message of its error policy) is stored as the agent's line.
+//!
+//! Ending a conversation ([`Chat::end`]) hands every chat-end action its inputs, the transcript
+//! and the variables, and delivers it now. (A durable outbox with retries across restarts is
+//! the next step; it will sit behind the same method.)
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::call::{Call, Failure, Outcome, Role, Trigger};
+use crate::conversations::{ConversationStore, StoreError};
+use crate::manifest::TriggerKind;
+use crate::registry::Registry;
+
+/// The conversation variable that lists actions waiting for input.
+pub const PENDING: &str = "callout.pending";
+
+/// What the agent sends with a user message.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct UserMessage {
+    /// The user's words.
+    pub text: String,
+    /// Intents the agent recognised.
+    #[serde(default)]
+    pub intents: Vec<String>,
+    /// Values the agent extracted itself (they win over `extract` patterns).
+    #[serde(default)]
+    pub values: Map<String, Value>,
+}
+
+/// What one action did for a message or at chat-end.
+#[derive(Debug, Clone, Serialize)]
+pub struct Turn {
+    /// The action.
+    pub action: String,
+    /// `ok`, `needs-input` or `failed`.
+    pub status: &'static str,
+    /// The outcome, when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The failure, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// What the agent may say: the reply, the fallback message, or the first question.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub say: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// The answer to one user message.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageResult {
+    /// The conversation.
+    pub conversation_id: String,
+    /// What each fired action did, in firing order.
+    pub turns: Vec<Turn>,
+    /// The conversation's variables after the message.
+    pub variables: Map<String, Value>,
+}
+
+/// Conversations over a registry of actions.
+pub struct Chat {
+    store: ConversationStore,
+    registry: Arc<Registry>,
+}
+
+impl Chat {
+    /// Opens the conversation store in `db` (the data dir's `callout.db`).
+    ///
+    /// # Errors
+    /// When the database cannot be opened.
+    pub fn open(db: &Path, registry: Arc<Registry>) -> Result<Self, StoreError> {
+        Ok(Self {
+            store: ConversationStore::open(db)?,
+            registry,
+        })
+    }
+
+    /// The store, for reading conversations.
+    pub fn store(&self) -> &ConversationStore {
+        &self.store
+    }
+
+    /// Handles one user message in conversation `id` (started when new; a fresh id when None).
+    ///
+    /// # Errors
+    /// An ended conversation, an invalid id, or a database error.
+    pub async fn message(
+        &self,
+        id: Option<&str>,
+        msg: UserMessage,
+    ) -> Result<MessageResult, StoreError> {
+        let id = self.store.start(id)?;
+        let seq = self.store.append(&id, Role::User, &msg.text)?;
+        let mut found = Map::new();
+        for plugin in self.registry.plugins() {
+            if plugin.conditions().is_some() {
+                for (k, v) in plugin.extractor().extract(&msg.text) {
+                    found.entry(k).or_insert(v);
+                }
+            }
+        }
+        found.extend(msg.values.clone());
+        let mut variables = self.store.merge_variables(&id, &found)?;
+
+        let mut pending: Vec<String> = variables
+            .get(PENDING)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let candidates = self
+            .registry
+            .plugins()
+            .filter_map(|p| p.conditions().map(|c| (p.name(), c)));
+        let mut order: Vec<String> =
+            crate::triggers::eligible(candidates, &msg.text, &msg.intents, &variables)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+        for p in &pending {
+            if !order.contains(p) {
+                order.push(p.clone());
+            }
+        }
+
+        let mut turns = Vec::new();
+        for name in order {
+            let Some(plugin) = self.registry.get(&name) else {
+                continue;
+            };
+            if !self.store.mark_fired(&id, seq, &name)? {
+                continue;
+            }
+            let inputs = pick(&variables, &plugin.input_names());
+            let call = Call {
+                trigger: Trigger::OnPrompt,
+                inputs,
+                conversation_id: Some(id.clone()),
+                variables: public(&variables),
+                ..Call::default()
+            };
+            let report = plugin.invoke(call).await;
+            pending.retain(|p| *p != name);
+            let turn = turn(&name, report);
+            if turn.status == "needs-input" {
+                pending.push(name.clone());
+            }
+            if let Some(o) = &turn.outcome {
+                variables = self.store.merge_variables(&id, &o.variables)?;
+            }
+            if let Some(say) = &turn.say {
+                self.store.append(&id, Role::Agent, say)?;
+            }
+            turns.push(turn);
+        }
+        let mut p = Map::new();
+        p.insert(PENDING.into(), Value::from(pending));
+        let variables = self.store.merge_variables(&id, &p)?;
+        Ok(MessageResult {
+            conversation_id: id,
+            turns,
+            variables: public(&variables),
+        })
+    }
+
+    /// Ends conversation `id` and delivers every chat-end action with the transcript and the
+    /// variables. Ending twice delivers once.
+    ///
+    /// # Errors
+    /// An unknown conversation or a database error.
+    pub async fn end(&self, id: &str) -> Result<Vec<Turn>, StoreError> {
+        if !self.store.end(id)? {
+            return Ok(Vec::new());
+        }
+        let conv = self
+            .store
+            .get(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let mut turns = Vec::new();
+        for plugin in self.registry.plugins() {
+            if plugin.manifest().raw.trigger.kind != TriggerKind::ChatEnd {
+                continue;
+            }
+            let call = Call {
+                trigger: Trigger::ChatEnd,
+                inputs: pick(&conv.variables, &plugin.input_names()),
+                conversation_id: Some(id.to_string()),
+                variables: public(&conv.variables),
+                transcript: Some(conv.messages.clone()),
+                idempotency_key: Some(format!("{id}:{}", plugin.name())),
+                ..Call::default()
+            };
+            turns.push(turn(plugin.name(), plugin.invoke(call).await));
+        }
+        Ok(turns)
+    }
+}
+
+/// The variables named like the action's inputs.
+fn pick(variables: &Map<String, Value>, names: &[String]) -> Map<String, Value> {
+    names
+        .iter()
+        .filter_map(|n| {
+            variables
+                .get(n)
+                .filter(|v| !v.is_null())
+                .map(|v| (n.clone(), v.clone()))
+        })
+        .collect()
+}
+
+/// Variables without the host's own bookkeeping.
+fn public(variables: &Map<String, Value>) -> Map<String, Value> {
+    variables
+        .iter()
+        .filter(|(k, _)| !k.starts_with("callout."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn turn(action: &str, report: crate::call::CallReport) -> Turn {
+    let attempts = report.attempts;
+    match report.result {
+        Ok(outcome) => Turn {
+            action: action.to_string(),
+            status: "ok",
+            say: outcome.reply.clone(),
+            outcome: Some(outcome),
+            error: None,
+            attempts,
+        },
+        Err(Failure::NeedsInput { fields }) => Turn {
+            action: action.to_string(),
+            status: "needs-input",
+            say: fields.iter().find_map(|f| f.prompt.clone()).or_else(|| {
+                fields
+                    .first()
+                    .map(|f| format!("I need your {} ({}).", f.field.replace('_', " "), f.reason))
+            }),
+            outcome: None,
+            error: Some(Failure::NeedsInput { fields }),
+            attempts,
+        },
+        Err(e) => Turn {
+            action: action.to_string(),
+            status: "failed",
+            say: report.fallback,
+            outcome: None,
+            error: Some(e),
+            attempts,
+        },
+    }
+}
