@@ -60,6 +60,78 @@ pub struct Call {
     pub attempt: u32,
     /// Record outbound requests instead of sending them.
     pub dry_run: bool,
+    /// Answer every outbound request that passes the policy from this recorded response
+    /// instead of sending it (`callout test --mock`).
+    pub mock: Option<std::sync::Arc<MockResponse>>,
+}
+
+/// A recorded upstream answer for `callout test --mock` (and stored test cases): a response,
+/// or a failure. As a file (JSON, or TOML when the name ends in `.toml`):
+/// `{"status": 200, "headers": {"content-type": "application/json"}, "body": {"id": 1}}`, or
+/// `{"failure": "timeout"}` (`timeout`, `connect` or `protocol`). A body that is not a string
+/// is sent as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockResponse {
+    /// HTTP status (default 200).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body: a string as it is, anything else as JSON.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// A transport failure instead of a response.
+    #[serde(default)]
+    pub failure: Option<MockFailure>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// Transport failures a mock can stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MockFailure {
+    /// No answer in time.
+    Timeout,
+    /// The connection failed.
+    Connect,
+    /// A broken answer.
+    Protocol,
+}
+
+impl MockResponse {
+    /// Reads a mock file.
+    ///
+    /// # Errors
+    /// An unreadable file or one not of this shape, naming the file.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let parsed = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).map_err(|e| crate::config::one_line(&e.to_string()))
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| {
+            format!(
+                "{} is not a mock response ({e}); write {{\"status\": 200, \"headers\": {{}}, \"body\": ...}} or {{\"failure\": \"timeout\"}}",
+                path.display()
+            )
+        })
+    }
+
+    /// The body's bytes.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        match &self.body {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(other) => other.to_string().into_bytes(),
+        }
+    }
 }
 
 impl Call {

@@ -456,6 +456,49 @@ impl wit::Host for InstanceState {
             }
         };
         let repeatable = prepared.repeatable();
+        if let Some(mock) = self.mock.clone() {
+            // The request passed every check a live one would; it is recorded (secrets as
+            // placeholders) and answered from the recording, never sent.
+            self.audit(
+                &method,
+                Some(&prepared.target),
+                AuditDecision::DryRun,
+                Some("mock"),
+                Some(mock.status),
+                started,
+                0,
+                0,
+            );
+            self.recorded.push(prepared.recorded());
+            let result = match mock.failure {
+                Some(crate::call::MockFailure::Timeout) => Err(wit::HttpError::Timeout),
+                Some(crate::call::MockFailure::Connect) => {
+                    Err(wit::HttpError::Connect("mock: connection refused".into()))
+                }
+                Some(crate::call::MockFailure::Protocol) => {
+                    Err(wit::HttpError::Protocol("mock: broken response".into()))
+                }
+                None => Ok(wit::Response {
+                    status: mock.status,
+                    headers: mock
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect(),
+                    body: mock.body_bytes(),
+                }),
+            };
+            self.requests.push(SentRequest {
+                method,
+                target: prepared.target.redacted(),
+                repeatable,
+                result: match &result {
+                    Ok(r) => r.status.to_string(),
+                    Err(e) => error_class(e).to_string(),
+                },
+            });
+            return Ok(result);
+        }
         if self.dry_run {
             self.audit(
                 &method,

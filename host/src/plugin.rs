@@ -612,6 +612,7 @@ impl Plugin {
             dry_run: call.dry_run,
             conversation_id: call.conversation_id.clone(),
             secrets: CallSecrets::from_user_text(user_text(&call).iter().map(String::as_str)),
+            mock: call.mock.clone(),
         };
         let key = call
             .idempotency_key

@@ -28,6 +28,8 @@ pub struct CallScope {
     pub conversation_id: Option<String>,
     /// Secrets named by the call's own user text.
     pub secrets: CallSecrets,
+    /// Answer requests from this mock instead of sending them.
+    pub mock: Option<Arc<crate::call::MockResponse>>,
 }
 
 /// Per-call state: the `T` of `Store<T>`.
@@ -50,6 +52,8 @@ pub struct InstanceState {
     pub conversation_id: Option<String>,
     /// Which secrets this call's own user text names (refused in requests).
     pub call_secrets: CallSecrets,
+    /// The mock answering this call's requests, if any.
+    pub mock: Option<Arc<crate::call::MockResponse>>,
     /// Requests recorded in dry-run.
     pub recorded: Vec<RecordedRequest>,
     /// Requests made in this call.
@@ -95,6 +99,7 @@ impl InstanceState {
             dry_run: call.dry_run,
             conversation_id: call.conversation_id,
             call_secrets: call.secrets,
+            mock: call.mock,
             recorded: Vec::new(),
             requests: Vec::new(),
             stdout,

@@ -23,6 +23,13 @@ impl DemoArgs {
         let results = demo.run().await;
         let received = demo.backend.received();
         print!("{}", render(&demo, &results, &received));
+        let lines = demo
+            .conversation(&global.data_dir.join(crate::audit::DB_FILE))
+            .await?;
+        println!("\nA conversation (on-prompt rules, extract patterns, error policy, chat-end):");
+        for l in &lines {
+            println!("   {}: {}", l.speaker, l.text);
+        }
         let failed: Vec<String> = results
             .iter()
             .filter(|r| !r.as_expected)

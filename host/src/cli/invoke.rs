@@ -100,6 +100,7 @@ impl InvokeArgs {
             idempotency_key: self.idempotency_key,
             attempt: 1,
             dry_run: self.dry_run,
+            mock: None,
         };
         let report = plugin.invoke(call).await;
         if self.dry_run {

@@ -12,10 +12,12 @@ use crate::plugin::{Runtime, RuntimeOptions};
 use crate::registry::Registry;
 
 pub mod audit;
+pub mod chat;
 pub mod check;
 pub mod demo;
 pub mod invoke;
 pub mod list;
+pub mod test;
 
 /// Runs the API actions of AI agents as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -76,6 +78,10 @@ pub enum Command {
     DemoBackend(demo::DemoBackendArgs),
     /// List recorded outbound requests (allowed and denied), newest first.
     Audit(audit::AuditArgs),
+    /// Try an action before publishing: --dry-run, --mock <file> or --live.
+    Test(test::TestArgs),
+    /// Talk to the actions in the terminal: on-prompt rules and extract patterns, no LLM.
+    Chat(chat::ChatArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -154,6 +160,8 @@ impl Cli {
             Command::Demo(c) => c.run(&self.global).await,
             Command::DemoBackend(c) => c.run(&self.global).await,
             Command::Audit(c) => c.run(&self.global).await,
+            Command::Test(c) => c.run(&self.global).await,
+            Command::Chat(c) => c.run(&self.global).await,
         }
     }
 }

@@ -42,6 +42,91 @@ pub struct Scenario {
     pub expect_failure: Option<&'static str>,
 }
 
+/// One line of the scripted conversation: who spoke and what.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// `user`, or `agent [action status]`.
+    pub speaker: String,
+    /// What was said.
+    pub text: String,
+}
+
+impl Demo {
+    /// The scripted conversation: an order asked about before its number is known, a membership
+    /// check while the membership API fails (the fallback message), and a CRM lead delivered
+    /// when the chat ends.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn conversation(&self, db: &Path) -> anyhow::Result<Vec<Line>> {
+        use crate::chat::{Chat, UserMessage};
+        let chat = Chat::open(db, self.registry.clone())?;
+        let id = chat.store().start(None)?;
+        let mut lines = Vec::new();
+        let say = |lines: &mut Vec<Line>, turns: &[crate::chat::Turn]| {
+            for t in turns {
+                lines.push(Line {
+                    speaker: format!("agent [{} {}]", t.action, t.status),
+                    text: t.say.clone().unwrap_or_default(),
+                });
+            }
+        };
+        let script: [(&str, Vec<&str>, Value); 4] = [
+            ("Hi! Where is my order?", vec![], json!({})),
+            ("It's 123456.", vec![], json!({})),
+            (
+                "Can you check that my membership is active? I'm M-1001, born 1990-04-12.",
+                vec!["verify_membership"],
+                json!({}),
+            ),
+            (
+                "Thanks. Could your sales team send me a quote for 50 seats?",
+                vec![],
+                json!({"name": "Ada Lovelace", "email": "ada@example.com",
+                       "company": "Analytical Engines Ltd", "inquiry": "Quote for 50 seats"}),
+            ),
+        ];
+        for (i, (text, intents, values)) in script.into_iter().enumerate() {
+            if i == 2 {
+                self.backend.set_mode(
+                    backend::Api::Memberships,
+                    backend::Mode::Fail { status: 503 },
+                );
+                lines.push(Line {
+                    speaker: "(demo)".into(),
+                    text: "the membership API now answers 503".into(),
+                });
+            }
+            lines.push(Line {
+                speaker: "user".into(),
+                text: text.to_string(),
+            });
+            let msg = UserMessage {
+                text: text.to_string(),
+                intents: intents.into_iter().map(str::to_string).collect(),
+                values: values.as_object().cloned().unwrap_or_default(),
+            };
+            let result = chat.message(Some(&id), msg).await?;
+            if result.turns.is_empty() {
+                lines.push(Line {
+                    speaker: "agent".into(),
+                    text: "(no action fired; the agent answers from its own knowledge)".into(),
+                });
+            }
+            say(&mut lines, &result.turns);
+        }
+        self.backend
+            .set_mode(backend::Api::Memberships, backend::Mode::Normal);
+        lines.push(Line {
+            speaker: "(chat ends)".into(),
+            text: "chat-end actions are delivered".into(),
+        });
+        let turns = chat.end(&id).await?;
+        say(&mut lines, &turns);
+        Ok(lines)
+    }
+}
+
 /// The four scenarios: a found order, an unknown order, an active member, a lead created.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -95,7 +180,7 @@ pub struct Demo {
     /// The runtime.
     pub runtime: Runtime,
     /// The loaded actions.
-    pub registry: Registry,
+    pub registry: std::sync::Arc<Registry>,
 }
 
 impl Demo {
@@ -144,7 +229,7 @@ impl Demo {
         Ok(Self {
             backend,
             runtime,
-            registry,
+            registry: std::sync::Arc::new(registry),
         })
     }
 
