@@ -232,3 +232,151 @@ fn audit_lists_the_denied_attempt_of_a_previous_invoke() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_command_dry_run_mock_and_live_show_request_response_and_reply() {
+    let server = TestServer::start().await;
+    let actions = Actions::new();
+    actions.add(
+        "echo",
+        &format!(
+            "name = \"echo\"\ncomponent = \"{{echo}}\"\n[http]\nallow = [{{ url = \"{}\", methods = [\"POST\"] }}]\n",
+            server.url()
+        ),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let input = format!(
+        r#"{{"message":"hi","method":"POST","url":"{}/leads","body":"{{\"a\":1}}"}}"#,
+        server.url()
+    );
+    let host_port = server.host_port();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--dev-loopback",
+            &host_port[..],
+            "test",
+            "echo",
+            "--input",
+            &input[..],
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let actions = actions.path().to_path_buf();
+        let data = data.path().to_path_buf();
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_callout"))
+                .arg("--actions")
+                .arg(actions)
+                .arg("--data-dir")
+                .arg(&data)
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    let out = run(&["--dry-run"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("POST {}/leads", server.url())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the user would see: echo: hi"), "{stdout}");
+
+    let mock = data.path().join("created.json");
+    std::fs::write(&mock, r#"{"status": 201, "headers": {"content-type": "application/json"}, "body": {"id": "lead_9"}}"#).unwrap();
+    let out = run(&["--mock", mock.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("--- mocked response: 201 ---"), "{stdout}");
+    assert!(stdout.contains("lead_9"), "{stdout}");
+
+    let timeout = data.path().join("timeout.toml");
+    std::fs::write(&timeout, "failure = \"timeout\"\n").unwrap();
+    let out = run(&["--mock", timeout.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("\"kind\": \"timeout\""),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        server.received().is_empty(),
+        "dry-run and mock sent a request"
+    );
+
+    let out = run(&["--live"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("--- sent POST"), "{stdout}");
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(server.received()[0].body, r#"{"a":1}"#);
+}
+
+#[test]
+fn test_command_refuses_incomplete_inputs_without_calling() {
+    let actions = Actions::new();
+    actions.add("echo", "name = \"echo\"\ncomponent = \"{echo}\"\n[inputs.message]\nprompt = \"What should I echo?\"\n");
+    let data = tempfile::tempdir().unwrap();
+    let out = callout(
+        &actions,
+        &data,
+        &["test", "echo", "--input", "{}", "--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("inputs: not complete, nothing was called"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("message is required (ask: What should I echo?)"),
+        "{stdout}"
+    );
+    let out = callout(&actions, &data, &["test", "echo", "--input", "{}"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a mode is required: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn chat_drives_a_conversation_from_piped_stdin() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .arg("--actions")
+        .arg(example_actions())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["chat", "--demo"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Where is my order?\nit is 123456\n/set name Ada Lovelace\n/set email ada@example.com\n/end\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for want in [
+        "agent [order-status needs-input]: What is your 6-digit order number?",
+        "agent [order-status ok]: Order 123456 has shipped",
+        "(conversation ended; 1 chat-end action(s) delivered)",
+        "agent [crm-lead ok]: Thanks Ada Lovelace",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "chat output lacks {want:?}:\n{stdout}"
+        );
+    }
+}

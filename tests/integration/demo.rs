@@ -300,6 +300,12 @@ fn callout_demo_runs_the_four_scenarios_and_the_back_end_saw_each_token() {
         "POST /memberships/verify -> 200",
         "POST /crm/leads -> 201 (Idempotency-Key ",
         "4 of 4 scenarios behaved as expected.",
+        "user: Hi! Where is my order?",
+        "agent [order-status needs-input]: What is your 6-digit order number?",
+        "agent [order-status ok]: Order 123456 has shipped",
+        "(demo): the membership API now answers 503",
+        "agent [membership-verify failed]: Sorry, I can't check memberships right now.",
+        "agent [crm-lead ok]: Thanks Ada Lovelace",
     ] {
         assert!(
             stdout.contains(want),
