@@ -6,6 +6,7 @@ mod support;
 mod cache;
 mod cli;
 mod demo;
+mod flows;
 mod hostile;
 mod http;
 mod loading;
