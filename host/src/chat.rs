@@ -153,7 +153,8 @@ impl Chat {
             if !self.store.mark_fired(&id, seq, &name)? {
                 continue;
             }
-            let inputs = pick(&variables, &plugin.input_names());
+            let mut inputs = pick(&variables, &plugin.input_names());
+            crate::inputs::coerce(&mut inputs, &plugin.descriptor().input_schema);
             let call = Call {
                 trigger: Trigger::OnPrompt,
                 inputs,
@@ -166,6 +167,18 @@ impl Chat {
             let turn = turn(&name, report);
             if turn.status == "needs-input" {
                 pending.push(name.clone());
+                // Values the action refused are forgotten, so the next message can bring new
+                // ones instead of firing again with the same.
+                if let Some(Failure::NeedsInput { fields }) = &turn.error {
+                    let forget: Map<String, Value> = fields
+                        .iter()
+                        .filter(|f| variables.contains_key(&f.field))
+                        .map(|f| (f.field.clone(), Value::Null))
+                        .collect();
+                    if !forget.is_empty() {
+                        variables = self.store.merge_variables(&id, &forget)?;
+                    }
+                }
             }
             if let Some(o) = &turn.outcome {
                 variables = self.store.merge_variables(&id, &o.variables)?;
@@ -203,9 +216,11 @@ impl Chat {
             if plugin.manifest().raw.trigger.kind != TriggerKind::ChatEnd {
                 continue;
             }
+            let mut inputs = pick(&conv.variables, &plugin.input_names());
+            crate::inputs::coerce(&mut inputs, &plugin.descriptor().input_schema);
             let call = Call {
                 trigger: Trigger::ChatEnd,
-                inputs: pick(&conv.variables, &plugin.input_names()),
+                inputs,
                 conversation_id: Some(id.to_string()),
                 variables: public(&conv.variables),
                 transcript: Some(conv.messages.clone()),

@@ -181,6 +181,41 @@ fn bound(
     prop.insert(key.into(), num);
 }
 
+/// Converts string values to the type the schema declares for their field (`integer`,
+/// `number`, `boolean`), where the string parses as one. Values pulled out of a message by
+/// `extract` patterns, or typed by a user, are text; the gate then checks the converted value.
+/// Anything that does not parse is left as it is, for the gate to report.
+pub fn coerce(inputs: &mut Map<String, Value>, schema: &Value) {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (field, value) in inputs.iter_mut() {
+        let Value::String(text) = value else { continue };
+        let text = text.trim();
+        let converted = match props
+            .get(field)
+            .and_then(|p| p.get("type"))
+            .and_then(Value::as_str)
+        {
+            Some("integer") => text.parse::<i64>().ok().map(Value::from),
+            Some("number") => text
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number)),
+            Some("boolean") => match text.to_ascii_lowercase().as_str() {
+                "true" | "yes" => Some(Value::Bool(true)),
+                "false" | "no" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(v) = converted {
+            *value = v;
+        }
+    }
+}
+
 /// One input the agent still has to collect: missing or invalid.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NeededInput {
@@ -424,6 +459,24 @@ mod tests {
             .check(json!({"count": 1}).as_object().unwrap())
             .unwrap_err();
         assert_eq!(missing[0].prompt.as_deref(), Some("Your order number?"));
+    }
+
+    #[test]
+    fn text_is_converted_to_the_declared_type_where_it_parses() {
+        let schema = json!({"type": "object", "properties": {
+            "n": {"type": "integer"}, "x": {"type": "number"}, "b": {"type": "boolean"}, "s": {"type": "string"}}});
+        let mut inputs = json!({"n": " 123456 ", "x": "2.5", "b": "yes", "s": "42", "other": "7"})
+            .as_object()
+            .unwrap()
+            .clone();
+        coerce(&mut inputs, &schema);
+        assert_eq!(
+            Value::Object(inputs),
+            json!({"n": 123456, "x": 2.5, "b": true, "s": "42", "other": "7"})
+        );
+        let mut bad = json!({"n": "12ab"}).as_object().unwrap().clone();
+        coerce(&mut bad, &schema);
+        assert_eq!(bad["n"], "12ab", "left for the gate to report");
     }
 
     #[test]

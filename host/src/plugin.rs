@@ -571,7 +571,18 @@ impl Plugin {
                 return report;
             };
             let repeatable = report.requests.iter().all(|r| r.repeatable);
-            match policy.decide(failure, attempt, repeatable, jitter()) {
+            let mut handling = policy.decide(failure, attempt, repeatable, jitter());
+            // The whole logical call, retries and their waits included, stays within the
+            // action's deadline: a wait that would not fit (a long Retry-After, say) ends the
+            // retries here, with the handling of a failure that is out of retries.
+            if let Handling::Retry { delay_ms } = handling {
+                let deadline = Duration::from_millis(self.manifest.limits.deadline_ms);
+                if started.elapsed() + Duration::from_millis(delay_ms) > deadline {
+                    tracing::info!(action = %self.name, attempt, delay_ms, "retry would pass the deadline; not retrying");
+                    handling = policy.decide(failure, u32::MAX, repeatable, 0.0);
+                }
+            }
+            match handling {
                 Handling::Retry { delay_ms } => {
                     tracing::info!(action = %self.name, attempt, delay_ms, class = failure.class(), "retrying");
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -579,21 +590,37 @@ impl Plugin {
                     continue;
                 }
                 Handling::AskAgain => {
-                    if let Failure::InvalidInput { fields } = failure {
-                        let fields = fields
+                    // Invalid inputs name their fields; any other class asked again (not-found,
+                    // say) asks again for every input the call used, with the failure as reason.
+                    let prompt = |field: &str| {
+                        self.gate
+                            .as_ref()
+                            .and_then(|g| g.prompt(field))
+                            .map(str::to_string)
+                    };
+                    let fields = match failure {
+                        Failure::InvalidInput { fields } => fields
                             .iter()
                             .map(|f| crate::inputs::NeededInput {
-                                prompt: self
-                                    .gate
-                                    .as_ref()
-                                    .and_then(|g| g.prompt(&f.field))
-                                    .map(str::to_string),
+                                prompt: prompt(&f.field),
                                 field: f.field.clone(),
                                 reason: f.reason.clone(),
                             })
-                            .collect();
-                        report.result = Err(Failure::NeedsInput { fields });
-                    }
+                            .collect(),
+                        other => {
+                            let reason = other.to_string();
+                            let mut used: Vec<&String> = call.inputs.keys().collect();
+                            used.sort();
+                            used.into_iter()
+                                .map(|f| crate::inputs::NeededInput {
+                                    prompt: prompt(f),
+                                    field: f.clone(),
+                                    reason: reason.clone(),
+                                })
+                                .collect()
+                        }
+                    };
+                    report.result = Err(Failure::NeedsInput { fields });
                 }
                 Handling::Fallback { message } => report.fallback = Some(message),
                 Handling::Fail => {}
