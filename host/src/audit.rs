@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::db::{BUSY_TIMEOUT, to_i64, to_u64};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params_from_iter};
 use serde::{Deserialize, Serialize};
 
@@ -35,9 +36,6 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// The most events the writer commits in one transaction.
 const MAX_BATCH: usize = 513;
-
-/// How long a connection waits for another writer (another process, a checkpoint) to finish.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At most one "events dropped" warning per this interval.
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -181,13 +179,6 @@ impl AuditError {
     }
 }
 
-/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// What travels to the writer thread.
 enum Msg {
     Event(Box<AuditEvent>),
@@ -240,17 +231,16 @@ impl AuditLog {
     /// When the directory or the file cannot be created, the file is not a usable SQLite
     /// database, or its audit schema is newer than this build knows.
     pub fn open(db_path: &Path, capacity: usize) -> Result<Self, AuditError> {
-        create_db_file(db_path)?;
-        let mut conn = Connection::open(db_path).map_err(|e| {
-            AuditError::new(
-                db_path,
-                "cannot open",
-                e,
-                "check the file's permissions, or move a damaged file aside",
-            )
-        })?;
-        configure(&conn, db_path)?;
-        migrate(&mut conn, db_path)?;
+        let problem = |p: crate::db::DbProblem| AuditError::new(db_path, &p.what, p.cause, p.fix);
+        let mut conn = crate::db::open(db_path, "audit log").map_err(problem)?;
+        crate::db::migrate(
+            &mut conn,
+            COMPONENT,
+            "audit tables",
+            MIGRATIONS,
+            "check that the file is writable, or move it aside to start a new log",
+        )
+        .map_err(problem)?;
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let shared = Arc::new(Shared {
             dropped: AtomicU64::new(0),
@@ -566,127 +556,6 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
         bytes_out: to_u64(r.get(10)?),
         bytes_in: to_u64(r.get(11)?),
     })
-}
-
-/// SQLite integers are signed; values past `i64::MAX` (not real timestamps or sizes) saturate.
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-/// Creates the parent directory (0700) and the file (0600) unless they exist, so SQLite never
-/// creates the file with the process umask.
-fn create_db_file(db_path: &Path) -> Result<(), AuditError> {
-    if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        b.create(dir).map_err(|e| {
-            AuditError::new(
-                db_path,
-                "cannot create the directory",
-                e,
-                "check that the data dir (--data-dir, CALLOUT_DATA_DIR) is writable",
-            )
-        })?;
-    }
-    let mut o = std::fs::OpenOptions::new();
-    // append: never truncates an existing database.
-    o.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(db_path).map(drop).map_err(|e| {
-        AuditError::new(
-            db_path,
-            "cannot create the file",
-            e,
-            "check that the data dir (--data-dir, CALLOUT_DATA_DIR) is writable",
-        )
-    })
-}
-
-fn configure(conn: &Connection, db_path: &Path) -> Result<(), AuditError> {
-    let err = |e: rusqlite::Error| {
-        AuditError::new(
-            db_path,
-            "cannot set up the connection",
-            e,
-            "check that the file is a SQLite database, or move it aside",
-        )
-    };
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(err)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        // Some file systems (network mounts) cannot do WAL; the log still works, with readers
-        // and the writer blocking each other.
-        tracing::warn!(
-            target: "callout::audit",
-            path = %db_path.display(),
-            "the audit database is in journal mode {mode}, not WAL"
-        );
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
-    Ok(())
-}
-
-/// Brings the audit tables to `MIGRATIONS.len()`, in one immediate transaction so two processes
-/// opening a new database at once do not both migrate it. Tables of other components are not
-/// touched.
-fn migrate(conn: &mut Connection, db_path: &Path) -> Result<(), AuditError> {
-    let err = |e: rusqlite::Error| {
-        AuditError::new(
-            db_path,
-            "cannot migrate the audit tables",
-            e,
-            "check that the file is writable, or move it aside to start a new log",
-        )
-    };
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            component TEXT PRIMARY KEY,
-            version   INTEGER NOT NULL
-        )",
-    )
-    .map_err(err)?;
-    let current: i64 = tx
-        .query_row(
-            "SELECT COALESCE((SELECT version FROM schema_migrations WHERE component = ?1), 0)",
-            [COMPONENT],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
-    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if current > known {
-        return Err(AuditError::new(
-            db_path,
-            "cannot use the audit tables",
-            format!("their schema version {current} is newer than this build's {known}"),
-            "run a newer callout, or use another --data-dir",
-        ));
-    }
-    if current == known {
-        return Ok(());
-    }
-    for step in &MIGRATIONS[usize::try_from(current).unwrap_or(0)..] {
-        tx.execute_batch(step).map_err(err)?;
-    }
-    tx.execute(
-        "INSERT INTO schema_migrations (component, version) VALUES (?1, ?2)
-         ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-        rusqlite::params![COMPONENT, known],
-    )
-    .map_err(err)?;
-    tx.commit().map_err(err)
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::db::{now_ms, to_i64, to_u64};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -34,9 +34,6 @@ pub const RANDOM_ID_PREFIX: &str = "conv_";
 
 /// The name of this component's row in `schema_migrations`.
 const COMPONENT: &str = "conversations";
-
-/// How long a connection waits for another writer (another process, a checkpoint) to finish.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema, one step per version: step `i` takes the conversation tables from version `i` to
 /// `i + 1`. Append steps; never edit one that has shipped.
@@ -151,17 +148,27 @@ impl ConversationStore {
     /// [`StoreError::Db`] when the directory or the file cannot be created, the file is not a
     /// usable SQLite database, or its conversation schema is newer than this build knows.
     pub fn open(db_path: &Path) -> Result<Self, StoreError> {
-        create_db_file(db_path)?;
-        let mut conn = Connection::open(db_path).map_err(|e| {
-            db_err(
-                db_path,
-                "cannot open",
-                e,
-                "check the file's permissions, or move a damaged file aside",
-            )
-        })?;
-        configure(&conn, db_path)?;
-        migrate(&mut conn, db_path)?;
+        let problem = |p: crate::db::DbProblem| db_err(db_path, &p.what, p.cause, p.fix);
+        let mut conn = crate::db::open(db_path, "conversations").map_err(problem)?;
+        // Per connection: holds this store to its own REFERENCES; other components'
+        // connections are unaffected.
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| {
+                db_err(
+                    db_path,
+                    "cannot set up the connection",
+                    e,
+                    "move a damaged file aside",
+                )
+            })?;
+        crate::db::migrate(
+            &mut conn,
+            COMPONENT,
+            "conversation tables",
+            MIGRATIONS,
+            "check that the file is writable, or move it aside to start over",
+        )
+        .map_err(problem)?;
         Ok(Self {
             path: db_path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -510,133 +517,11 @@ fn parse_role(s: &str) -> Option<Role> {
     }
 }
 
-/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// SQLite integers are signed; values past `i64::MAX` saturate.
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 fn db_err(path: &Path, what: &str, cause: impl fmt::Display, fix: &str) -> StoreError {
     StoreError::Db {
         path: path.to_path_buf(),
         message: format!("{what}: {cause}; {fix}"),
     }
-}
-
-/// Creates the parent directory (0700) and the file (0600) unless they exist, so SQLite never
-/// creates the file with the process umask.
-fn create_db_file(db_path: &Path) -> Result<(), StoreError> {
-    let fix = "check that the data dir (--data-dir, CALLOUT_DATA_DIR) is writable";
-    if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        b.create(dir)
-            .map_err(|e| db_err(db_path, "cannot create the directory", e, fix))?;
-    }
-    let mut o = std::fs::OpenOptions::new();
-    // append: never truncates an existing database.
-    o.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(db_path)
-        .map(drop)
-        .map_err(|e| db_err(db_path, "cannot create the file", e, fix))
-}
-
-fn configure(conn: &Connection, db_path: &Path) -> Result<(), StoreError> {
-    let err = |e: rusqlite::Error| {
-        db_err(
-            db_path,
-            "cannot set up the connection",
-            e,
-            "check that the file is a SQLite database, or move it aside",
-        )
-    };
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(err)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        // Some file systems (network mounts) cannot do WAL; the store still works, with readers
-        // and writers blocking each other.
-        tracing::warn!(
-            target: "callout::conversations",
-            path = %db_path.display(),
-            "the conversation database is in journal mode {mode}, not WAL"
-        );
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
-    // Per connection: holds this store to its own REFERENCES; other components' connections
-    // are unaffected.
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(err)?;
-    Ok(())
-}
-
-/// Brings the conversation tables to `MIGRATIONS.len()`, in one immediate transaction so two
-/// processes opening a new database at once do not both migrate it. Tables of other components
-/// are not touched.
-fn migrate(conn: &mut Connection, db_path: &Path) -> Result<(), StoreError> {
-    let err = |e: rusqlite::Error| {
-        db_err(
-            db_path,
-            "cannot migrate the conversation tables",
-            e,
-            "check that the file is writable, or move it aside to start over",
-        )
-    };
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            component TEXT PRIMARY KEY,
-            version   INTEGER NOT NULL
-        )",
-    )
-    .map_err(err)?;
-    let current: i64 = tx
-        .query_row(
-            "SELECT COALESCE((SELECT version FROM schema_migrations WHERE component = ?1), 0)",
-            [COMPONENT],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
-    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if current > known {
-        return Err(db_err(
-            db_path,
-            "cannot use the conversation tables",
-            format!("their schema version {current} is newer than this build's {known}"),
-            "run a newer callout, or use another --data-dir",
-        ));
-    }
-    if current == known {
-        return Ok(());
-    }
-    for step in &MIGRATIONS[usize::try_from(current).unwrap_or(0)..] {
-        tx.execute_batch(step).map_err(err)?;
-    }
-    tx.execute(
-        "INSERT INTO schema_migrations (component, version) VALUES (?1, ?2)
-         ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-        rusqlite::params![COMPONENT, known],
-    )
-    .map_err(err)?;
-    tx.commit().map_err(err)
 }
 
 #[cfg(test)]

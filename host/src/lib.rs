@@ -28,6 +28,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod conversations;
+pub mod db;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -663,7 +663,7 @@ impl InstanceState {
     ) {
         let event = AuditEvent {
             // When the attempt started, as the audit log documents.
-            at_ms: crate::audit::now_ms().saturating_sub(started.elapsed().as_millis() as u64),
+            at_ms: crate::db::now_ms().saturating_sub(started.elapsed().as_millis() as u64),
             action: self.action.to_string(),
             conversation_id: self.conversation_id.clone(),
             method: method.to_string(),
