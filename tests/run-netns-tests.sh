@@ -35,7 +35,9 @@ say "building the wasm test plugins (tests/plugins)"
   cargo build --release --target wasm32-wasip2 --target-dir "$PWD/target" --quiet)
 
 say "locating the integration test binary"
-BIN=$(cargo test -p callout --test integration --no-run --message-format=json |
+# --workspace, exactly as `./dev test` builds it: with `-p callout` cargo would resolve features
+# differently and rebuild part of the tree (wasmtime's macros included).
+BIN=$(cargo test --workspace --test integration --no-run --message-format=json |
   python3 -c '
 import json, sys
 exe = ""
