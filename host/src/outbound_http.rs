@@ -275,6 +275,18 @@ fn from_denial(d: policy::Denial) -> wit::HttpError {
     denied(d.code, d.message)
 }
 
+fn wit_method(m: Method) -> wit::Method {
+    match m {
+        Method::Get => wit::Method::Get,
+        Method::Head => wit::Method::Head,
+        Method::Post => wit::Method::Post,
+        Method::Put => wit::Method::Put,
+        Method::Patch => wit::Method::Patch,
+        Method::Delete => wit::Method::Delete,
+        Method::Options => wit::Method::Options,
+    }
+}
+
 fn method_of(m: wit::Method) -> Method {
     match m {
         wit::Method::Get => Method::Get,
@@ -597,7 +609,6 @@ impl wit::Host for InstanceState {
                 }
             }
         }
-        // Unreachable: the loop returns.
     }
 }
 
@@ -624,15 +635,7 @@ impl InstanceState {
         let (next, method, keep_body) = next_hop(&from.target.url, from.method, status, location)?;
         let body = if keep_body { from.body.clone() } else { None };
         let req = wit::Request {
-            method: match method {
-                Method::Get => wit::Method::Get,
-                Method::Head => wit::Method::Head,
-                Method::Post => wit::Method::Post,
-                Method::Put => wit::Method::Put,
-                Method::Patch => wit::Method::Patch,
-                Method::Delete => wit::Method::Delete,
-                Method::Options => wit::Method::Options,
-            },
+            method: wit_method(method),
             url: next.to_string(),
             headers: from.headers.clone(),
             body,

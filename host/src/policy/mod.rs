@@ -4,8 +4,8 @@
 //! `action.toml` and the command line into an [`AllowList`], a [`DevLoopback`] and
 //! [`SecretBinding`]s; before each request the host parses the URL into a [`Target`], checks every
 //! header with [`check_header`] and asks [`AllowList::check`], which answers with a [`Decision`]:
-//! either the [`Route`] (which outbound client must carry the request) or a [`Denial`] whose code
-//! matches the `denial` record of `wit/outbound-http.wit`.
+//! either allowed, with the [`Route`] that says whether the dev-loopback exception was needed, or
+//! a [`Denial`] whose code matches the `denial` record of `wit/outbound-http.wit`.
 
 pub mod allow;
 pub mod headers;
@@ -152,14 +152,16 @@ impl FromStr for Method {
     }
 }
 
-/// Which outbound client must carry an allowed request.
+/// How an allowed request may reach its destination.
 ///
-/// The host keeps two clients so that the loopback exception can never leak into ordinary
-/// traffic: only requests that match an operator's `--dev-loopback` entry get the client that may
-/// reach loopback.
+/// The host sends every request through one client; this tells callers (and the tests and the
+/// fuzz target, which assert it) whether the operator's `--dev-loopback` exception was what let a
+/// request through. The policy has already checked the host:port pair; the client's resolver then
+/// answers the dev-loopback names with loopback addresses only, and every other name with global
+/// addresses only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// The normal client, whose DNS resolver drops every address [`ip::is_blocked`] refuses.
+    /// The ordinary case: only addresses [`ip::is_blocked`] does not refuse may be reached.
     Guarded,
     /// The request matches a `--dev-loopback host:port` entry and may go to loopback.
     DevLoopback,
@@ -168,7 +170,7 @@ pub enum Route {
 /// The answer of [`AllowList::check`] for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The request is granted; send it with the client of this route.
+    /// The request is granted, by way of this route.
     Allow(Route),
     /// The request is refused and must not leave the host.
     Deny(Denial),
