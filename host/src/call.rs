@@ -18,8 +18,20 @@ pub enum Trigger {
     Test,
 }
 
+impl Trigger {
+    /// `tool-call`, `on-prompt`, `chat-end` or `test`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ToolCall => "tool-call",
+            Self::OnPrompt => "on-prompt",
+            Self::ChatEnd => "chat-end",
+            Self::Test => "test",
+        }
+    }
+}
+
 /// Who said a line of a transcript.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// The user.
@@ -31,7 +43,7 @@ pub enum Role {
 }
 
 /// A line of a transcript.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TranscriptLine {
     /// Who said it.
     pub role: Role,
@@ -70,7 +82,7 @@ pub struct Call {
 /// `{"status": 200, "headers": {"content-type": "application/json"}, "body": {"id": 1}}`, or
 /// `{"failure": "timeout"}` (`timeout`, `connect` or `protocol`). A body that is not a string
 /// is sent as JSON.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockResponse {
     /// HTTP status (default 200).
@@ -92,7 +104,7 @@ fn default_status() -> u16 {
 }
 
 /// Transport failures a mock can stand for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MockFailure {
     /// No answer in time.
@@ -145,7 +157,7 @@ impl Call {
 }
 
 /// A successful result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// Structured data for the agent.
     pub data: Value,
@@ -157,7 +169,7 @@ pub struct Outcome {
 }
 
 /// A field the plugin found invalid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The input field.
     pub field: String,
@@ -166,7 +178,7 @@ pub struct FieldError {
 }
 
 /// The class of an upstream failure, as the plugin reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamKind {
     /// No answer in time.
@@ -198,7 +210,7 @@ impl std::fmt::Display for UpstreamKind {
 
 /// Why a call did not produce an outcome. Serialized with a `class` tag, the name the error
 /// policy and the API use.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[serde(tag = "class", rename_all = "kebab-case")]
 pub enum Failure {
     /// The plugin found inputs invalid: ask the user again.
@@ -293,7 +305,7 @@ impl Failure {
 
 /// A request recorded in dry-run, rendered as it would have been sent, secrets left as
 /// `{{secret.NAME}}` placeholders.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RecordedRequest {
     /// `GET`, `POST`, ...
     pub method: String,
@@ -321,7 +333,7 @@ impl std::fmt::Display for RecordedRequest {
 }
 
 /// A request the plugin made in a call, for reports and the error policy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SentRequest {
     /// The method.
     pub method: String,

@@ -27,13 +27,13 @@ use serde_json::{Map, Value};
 use crate::call::{Call, Failure, Outcome, Role, Trigger};
 use crate::conversations::{ConversationStore, StoreError};
 use crate::manifest::TriggerKind;
-use crate::registry::Registry;
+use crate::registry::Actions;
 
 /// The conversation variable that lists actions waiting for input.
 pub const PENDING: &str = "callout.pending";
 
 /// What the agent sends with a user message.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserMessage {
     /// The user's words.
     pub text: String,
@@ -46,11 +46,12 @@ pub struct UserMessage {
 }
 
 /// What one action did for a message or at chat-end.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Turn {
     /// The action.
     pub action: String,
     /// `ok`, `needs-input` or `failed`.
+    #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
     /// The outcome, when it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +67,7 @@ pub struct Turn {
 }
 
 /// The answer to one user message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageResult {
     /// The conversation.
     pub conversation_id: String,
@@ -79,7 +80,7 @@ pub struct MessageResult {
 /// Conversations over a registry of actions.
 pub struct Chat {
     store: ConversationStore,
-    registry: Arc<Registry>,
+    actions: Arc<Actions>,
 }
 
 impl Chat {
@@ -87,10 +88,12 @@ impl Chat {
     ///
     /// # Errors
     /// When the database cannot be opened.
-    pub fn open(db: &Path, registry: Arc<Registry>) -> Result<Self, StoreError> {
+    /// Each message and each end works on the actions current when it starts
+    /// ([`Actions::snapshot`]), so a hot reload never changes the set halfway through.
+    pub fn open(db: &Path, actions: Arc<Actions>) -> Result<Self, StoreError> {
         Ok(Self {
             store: ConversationStore::open(db)?,
-            registry,
+            actions,
         })
     }
 
@@ -110,8 +113,9 @@ impl Chat {
     ) -> Result<MessageResult, StoreError> {
         let id = self.store.start(id)?;
         let seq = self.store.append(&id, Role::User, &msg.text)?;
+        let registry = self.actions.snapshot();
         let mut found = Map::new();
-        for plugin in self.registry.plugins() {
+        for plugin in registry.plugins() {
             if plugin.conditions().is_some() {
                 for (k, v) in plugin.extractor().extract(&msg.text) {
                     found.entry(k).or_insert(v);
@@ -130,8 +134,7 @@ impl Chat {
                     .collect()
             })
             .unwrap_or_default();
-        let candidates = self
-            .registry
+        let candidates = registry
             .plugins()
             .filter_map(|p| p.conditions().map(|c| (p.name(), c)));
         let mut order: Vec<String> =
@@ -147,7 +150,7 @@ impl Chat {
 
         let mut turns = Vec::new();
         for name in order {
-            let Some(plugin) = self.registry.get(&name) else {
+            let Some(plugin) = registry.get(&name) else {
                 continue;
             };
             if !self.store.mark_fired(&id, seq, &name)? {
@@ -211,8 +214,9 @@ impl Chat {
             .store
             .get(id)?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let registry = self.actions.snapshot();
         let mut turns = Vec::new();
-        for plugin in self.registry.plugins() {
+        for plugin in registry.plugins() {
             if plugin.manifest().raw.trigger.kind != TriggerKind::ChatEnd {
                 continue;
             }
@@ -224,13 +228,19 @@ impl Chat {
                 conversation_id: Some(id.to_string()),
                 variables: public(&conv.variables),
                 transcript: Some(conv.messages.clone()),
-                idempotency_key: Some(format!("{id}:{}", plugin.name())),
+                idempotency_key: Some(delivery_id(id, plugin.name())),
                 ..Call::default()
             };
             turns.push(turn(plugin.name(), plugin.invoke(call).await));
         }
         Ok(turns)
     }
+}
+
+/// The id of the chat-end delivery of `action` for conversation `id`: the idempotency key every
+/// attempt of that delivery sends.
+pub fn delivery_id(id: &str, action: &str) -> String {
+    format!("{id}:{action}")
 }
 
 /// The variables named like the action's inputs.
@@ -256,6 +266,18 @@ fn public(variables: &Map<String, Value>) -> Map<String, Value> {
 }
 
 fn turn(action: &str, report: crate::call::CallReport) -> Turn {
+    Turn::from_report(action, report)
+}
+
+impl Turn {
+    /// What a call of `action` did, in the words the agent gets: the status, the outcome or
+    /// the failure, and what to say (the reply, the fallback message or the first question).
+    pub fn from_report(action: &str, report: crate::call::CallReport) -> Self {
+        turn_of(action, report)
+    }
+}
+
+fn turn_of(action: &str, report: crate::call::CallReport) -> Turn {
     let attempts = report.attempts;
     match report.result {
         Ok(outcome) => Turn {

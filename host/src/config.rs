@@ -28,6 +28,69 @@ pub struct HostConfig {
     /// The secrets file (`file:KEY` secrets): a TOML table of string values, readable by its
     /// owner only. Default: `<data-dir>/secrets.toml`, used when it exists.
     pub secrets_file: Option<PathBuf>,
+    /// `callout serve` and `callout mcp`: listen address, API keys, reload and shutdown.
+    pub server: ServerSettings,
+}
+
+/// `[server]`: settings of `callout serve`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Where to listen. Default: `127.0.0.1:8080` (loopback only). A non-loopback address is
+    /// refused unless `public = true`.
+    pub listen: String,
+    /// Allows a listen address other than loopback (put TLS in front). Default: false.
+    pub public: bool,
+    /// The API keys. Without any, `callout serve` refuses to start.
+    pub api_keys: Vec<ApiKeySetting>,
+    /// How often the actions directory is scanned for changes, in milliseconds; 0 turns
+    /// watching off. Default: 1 000.
+    pub watch_interval_ms: u64,
+    /// How long a graceful shutdown waits for in-flight requests, in milliseconds.
+    /// Default: 10 000.
+    pub shutdown_grace_ms: u64,
+    /// The largest upload (component plus manifest) the admin API takes, in MiB. Default: 64.
+    pub max_upload_mb: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public: false,
+            api_keys: Vec::new(),
+            watch_interval_ms: 1_000,
+            shutdown_grace_ms: 10_000,
+            max_upload_mb: 64,
+        }
+    }
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyScope {
+    /// List and invoke actions, conversations, tests, MCP.
+    Agent,
+    /// Everything, the admin API included.
+    Admin,
+}
+
+/// One `[[server.api_keys]]` entry. The key itself is never written in callout.toml: it comes
+/// from an environment variable, or only its SHA-256 is given.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySetting {
+    /// A name for logs (which key was used), never the key.
+    pub name: String,
+    /// `agent` or `admin`.
+    pub scope: KeyScope,
+    /// The environment variable that holds the key.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// The key's SHA-256, as 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// Deployment overrides of one action. Overrides live here, never in edits of `action.toml`.

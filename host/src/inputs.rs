@@ -217,7 +217,7 @@ pub fn coerce(inputs: &mut Map<String, Value>, schema: &Value) {
 }
 
 /// One input the agent still has to collect: missing or invalid.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct NeededInput {
     /// The field.
     pub field: String,

@@ -35,10 +35,12 @@ pub mod error;
 pub mod error_policy;
 pub mod inputs;
 pub mod manifest;
+pub mod metrics;
 pub mod outbound_http;
 pub mod plugin;
 pub mod policy;
 pub mod registry;
+pub mod server;
 pub mod state;
 pub mod triggers;
 

@@ -128,12 +128,13 @@ pub fn default_secrets_file(data_dir: &Path) -> PathBuf {
 }
 
 /// The process-wide outbound HTTP machinery: the one client, the dev-loopback list, secret
-/// values and the audit log.
+/// values, the audit log and the process's metrics.
 pub struct OutboundHttp {
     client: reqwest::Client,
     dev_loopback: DevLoopback,
     secrets: Secrets,
     audit: Option<Arc<AuditLog>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl OutboundHttp {
@@ -169,7 +170,13 @@ impl OutboundHttp {
             dev_loopback,
             secrets,
             audit,
+            metrics: Arc::default(),
         })
+    }
+
+    /// The process's metrics (calls and outbound decisions are counted here).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The dev-loopback entries in force.
@@ -679,6 +686,9 @@ impl InstanceState {
             bytes_out,
             bytes_in,
         };
+        self.http
+            .metrics()
+            .record_outbound(&event.action, event.decision.as_str());
         match self.http.audit() {
             Some(log) => log.record(event),
             None => tracing::info!(

@@ -167,6 +167,11 @@ impl Runtime {
         }
     }
 
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.http.metrics()
+    }
+
     /// The dev-loopback entries in force (empty unless the operator asked).
     pub fn dev_loopback(&self) -> &DevLoopback {
         self.http.dev_loopback()
@@ -532,11 +537,26 @@ impl Plugin {
         })
     }
 
-    /// Calls the action once in a fresh instance, under its limits and deadline.
+    /// Calls the action: the input gate, then a fresh instance per attempt under its limits and
+    /// deadline, with the action's error policy deciding on retries and fallbacks.
     ///
     /// Never fails as a Rust error: everything that goes wrong, a trap or an exhausted limit
-    /// included, is a [`Failure`] in the report, and the next call starts clean.
-    pub async fn invoke(&self, mut call: Call) -> CallReport {
+    /// included, is a [`Failure`] in the report, and the next call starts clean. Every call is
+    /// counted in the runtime's [`crate::metrics::Metrics`].
+    pub async fn invoke(&self, call: Call) -> CallReport {
+        let trigger = call.trigger;
+        let report = self.invoke_gated(call).await;
+        let outcome = match &report.result {
+            Ok(_) => "ok",
+            Err(f) => f.class(),
+        };
+        self.shared
+            .metrics()
+            .record_call(&self.name, trigger.as_str(), outcome, report.elapsed_us);
+        report
+    }
+
+    async fn invoke_gated(&self, mut call: Call) -> CallReport {
         let started = Instant::now();
         if let Some(gate) = &self.gate
             && let Err(fields) = gate.check(&call.inputs)

@@ -9,7 +9,11 @@ use crate::plugin::{Plugin, Runtime};
 
 /// Name → action. Actions that failed to load are kept as errors beside the good ones: one bad
 /// action never stops the others.
-#[derive(Default)]
+///
+/// A registry is a value: changing the set of actions at run time means building a new one
+/// ([`Registry::with`], [`Registry::without`]) and publishing it through [`Actions`], so a call
+/// that already holds an `Arc<Plugin>` finishes on the version it started with.
+#[derive(Default, Clone)]
 pub struct Registry {
     plugins: BTreeMap<String, Arc<Plugin>>,
     failures: Vec<LoadError>,
@@ -88,5 +92,87 @@ impl Registry {
     /// Actions that failed to load, with why.
     pub fn failures(&self) -> &[LoadError] {
         &self.failures
+    }
+
+    /// A copy with `plugin` added, or replacing the action of the same name, and any recorded
+    /// failure of its manifest dropped.
+    pub fn with(&self, plugin: Arc<Plugin>) -> Self {
+        let mut next = self.clone();
+        let manifest = plugin.manifest().path.clone();
+        next.failures.retain(|f| !same_action(&f.file, &manifest));
+        next.plugins.insert(plugin.name().to_string(), plugin);
+        next
+    }
+
+    /// A copy without the action `name`, and without failures recorded for files in `folder`
+    /// (when given).
+    pub fn without(&self, name: Option<&str>, folder: Option<&Path>) -> Self {
+        let mut next = self.clone();
+        if let Some(name) = name {
+            next.plugins.remove(name);
+        }
+        if let Some(folder) = folder {
+            next.failures.retain(|f| !f.file.starts_with(folder));
+        }
+        next
+    }
+
+    /// A copy that records `error` as the failure of the action in `folder`, replacing an
+    /// earlier failure there. A loaded version of that action (if any) stays loaded.
+    pub fn with_failure(&self, folder: &Path, error: LoadError) -> Self {
+        let mut next = self.without(None, Some(folder));
+        next.failures.push(error);
+        next
+    }
+}
+
+fn same_action(a: &Path, b: &Path) -> bool {
+    a.parent().is_some_and(|pa| Some(pa) == b.parent())
+}
+
+/// The current set of actions of a running host, swapped as a whole when actions are added,
+/// replaced or removed.
+///
+/// Readers take a [`Actions::snapshot`] (an `Arc` clone under a short read lock) and use it
+/// for the whole request; writers publish a new [`Registry`]. In-flight calls keep the
+/// `Arc<Plugin>` they started with, so a replaced version lives until its last call ends.
+#[derive(Default)]
+pub struct Actions {
+    current: std::sync::RwLock<Arc<Registry>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Actions {
+    /// Starts with `registry`.
+    pub fn new(registry: impl Into<Arc<Registry>>) -> Self {
+        Self {
+            current: std::sync::RwLock::new(registry.into()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The actions now.
+    pub fn snapshot(&self) -> Arc<Registry> {
+        // A poisoned lock only means a writer panicked between two complete registries; the
+        // value inside is still a whole registry.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes `next` as the current set.
+    pub fn publish(&self, next: Registry) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many times the set changed (MCP clients are told the tool list changed).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -189,7 +189,7 @@ impl Wired {
     fn chat(&self) -> Chat {
         Chat::open(
             &self.data.path().join(callout::audit::DB_FILE),
-            self.registry.clone(),
+            std::sync::Arc::new(callout::registry::Actions::new(self.registry.clone())),
         )
         .unwrap()
     }

@@ -14,7 +14,7 @@ use super::GlobalArgs;
 use crate::chat::{Chat, Turn, UserMessage};
 use crate::config::HostConfig;
 use crate::demo::Demo;
-use crate::registry::Registry;
+use crate::registry::{Actions, Registry};
 
 /// Arguments of `callout chat`.
 #[derive(Debug, clap::Args)]
@@ -56,7 +56,10 @@ impl ChatArgs {
             let (runtime, registry) = global.registry().await?;
             (None, Some(runtime), Arc::new(registry))
         };
-        let chat = Chat::open(&global.data_dir.join(crate::audit::DB_FILE), registry)?;
+        let chat = Chat::open(
+            &global.data_dir.join(crate::audit::DB_FILE),
+            Arc::new(Actions::new(registry)),
+        )?;
         let id = chat.store().start(self.conversation.as_deref())?;
         println!(
             "conversation {id}: type a message; /intent NAME, /set KEY VALUE, /vars, /end, /quit"

@@ -17,6 +17,7 @@ pub mod check;
 pub mod demo;
 pub mod invoke;
 pub mod list;
+pub mod serve;
 pub mod test;
 
 /// Runs the API actions of AI agents as sandboxed WebAssembly components.
@@ -82,6 +83,8 @@ pub enum Command {
     Test(test::TestArgs),
     /// Talk to the actions in the terminal: on-prompt rules and extract patterns, no LLM.
     Chat(chat::ChatArgs),
+    /// Serve the actions: REST API with OpenAPI, MCP at /mcp, admin API, hot reload.
+    Serve(serve::ServeArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -162,6 +165,7 @@ impl Cli {
             Command::Audit(c) => c.run(&self.global).await,
             Command::Test(c) => c.run(&self.global).await,
             Command::Chat(c) => c.run(&self.global).await,
+            Command::Serve(c) => c.run(&self.global).await,
         }
     }
 }

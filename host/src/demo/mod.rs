@@ -60,7 +60,8 @@ impl Demo {
     /// A database error.
     pub async fn conversation(&self, db: &Path) -> anyhow::Result<Vec<Line>> {
         use crate::chat::{Chat, UserMessage};
-        let chat = Chat::open(db, self.registry.clone())?;
+        let actions = std::sync::Arc::new(crate::registry::Actions::new(self.registry.clone()));
+        let chat = Chat::open(db, actions)?;
         let id = chat.store().start(None)?;
         let mut lines = Vec::new();
         let say = |lines: &mut Vec<Line>, turns: &[crate::chat::Turn]| {

@@ -1,0 +1,182 @@
+//! The host's Prometheus metrics: action calls, their latency and outcome class, outbound
+//! requests by policy decision, and the server's HTTP requests.
+//!
+//! One [`Metrics`] lives in each [`crate::Runtime`]; every call and every outbound attempt
+//! updates it (a few atomic operations, no allocation once a label set has been seen), and
+//! `GET /metrics` of `callout serve` renders it in the Prometheus text format.
+//!
+//! Label values come from the host (action names, trigger and class names, decisions), never
+//! from users, so the number of series stays bounded by the number of actions.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    action: String,
+    trigger: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundLabels {
+    action: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    route: String,
+    status: String,
+}
+
+type LatencyFamily = Family<ActionLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~6.5 s in 17 doubling buckets: a no-op call, a loopback GET and a slow
+    // upstream all land in distinct buckets.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// The counters and histograms of one host process.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: LatencyFamily,
+    outbound: Family<OutboundLabels, Counter>,
+    api: Family<ApiLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("callout");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "action_calls",
+            "Action calls by action, trigger and outcome class (ok, needs-input, not-found, upstream, ...)",
+            calls.clone(),
+        );
+        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "action_call_duration_seconds",
+            "Wall time of action calls, retries included",
+            latency.clone(),
+        );
+        let outbound = Family::<OutboundLabels, Counter>::default();
+        registry.register(
+            "outbound_requests",
+            "Outbound HTTP requests of actions by policy decision (allowed, denied, dry-run)",
+            outbound.clone(),
+        );
+        let api = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the server by route and HTTP status",
+            api.clone(),
+        );
+        Self {
+            registry,
+            calls,
+            latency,
+            outbound,
+            api,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one finished action call: `outcome` is `ok` or the failure's class.
+    pub fn record_call(&self, action: &str, trigger: &str, outcome: &str, elapsed_us: u64) {
+        self.calls
+            .get_or_create(&CallLabels {
+                action: action.to_string(),
+                trigger: trigger.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&ActionLabel {
+                action: action.to_string(),
+            })
+            .observe(elapsed_us as f64 / 1e6);
+    }
+
+    /// Counts one outbound attempt by its policy decision.
+    pub fn record_outbound(&self, action: &str, decision: &str) {
+        self.outbound
+            .get_or_create(&OutboundLabels {
+                action: action.to_string(),
+                decision: decision.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one request to the server (`route` is the route template, never the raw path).
+    pub fn record_api(&self, route: &str, status: u16) {
+        self.api
+            .get_or_create(&ApiLabels {
+                route: route.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// Everything, in the Prometheus text exposition format (OpenMetrics flavour).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_outbound_and_latency_show_up_in_the_text_format() {
+        let m = Metrics::default();
+        m.record_call("order-status", "tool-call", "ok", 1500);
+        m.record_call("order-status", "tool-call", "ok", 2500);
+        m.record_call("order-status", "on-prompt", "not-found", 900);
+        m.record_outbound("order-status", "denied");
+        m.record_api("/v1/actions", 200);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="ok"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"outcome="not-found"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"callout_action_call_duration_seconds_count{action="order-status"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"callout_outbound_requests_total{action="order-status",decision="denied"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"callout_api_requests_total{route="/v1/actions",status="200"} 1"#),
+            "{text}"
+        );
+    }
+}
