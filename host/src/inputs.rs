@@ -185,10 +185,24 @@ fn bound(
 /// `number`, `boolean`), where the string parses as one. Values pulled out of a message by
 /// `extract` patterns, or typed by a user, are text; the gate then checks the converted value.
 /// Anything that does not parse is left as it is, for the gate to report.
+///
+/// A `null` given for an optional field whose schema does not take null is dropped: agents
+/// using OpenAI's strict tool schemas (`callout tools --format openai`) must send every field,
+/// and send null for the ones they leave out.
 pub fn coerce(inputs: &mut Map<String, Value>, schema: &Value) {
     let Some(props) = schema.get("properties").and_then(Value::as_object) else {
         return;
     };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    inputs.retain(|field, value| {
+        !value.is_null()
+            || required.contains(&field.as_str())
+            || props.get(field).is_some_and(takes_null)
+    });
     for (field, value) in inputs.iter_mut() {
         let Value::String(text) = value else { continue };
         let text = text.trim();
@@ -213,6 +227,16 @@ pub fn coerce(inputs: &mut Map<String, Value>, schema: &Value) {
         if let Some(v) = converted {
             *value = v;
         }
+    }
+}
+
+/// Whether a property schema accepts null (its `type` is or lists "null", or it has no type).
+fn takes_null(prop: &Value) -> bool {
+    match prop.get("type") {
+        None => true,
+        Some(Value::String(t)) => t == "null",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "null"),
+        Some(_) => false,
     }
 }
 
@@ -497,5 +521,28 @@ mod tests {
     fn repeating_the_components_pattern_is_not_widening() {
         let s = specs("[code]\npattern = \"^[A-Z]+$\"\ntype = \"string\"\n");
         assert!(narrow(&component(), &s).is_ok());
+    }
+
+    #[test]
+    fn nulls_for_optional_non_nullable_fields_are_dropped() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string"},
+                "note": {"type": "string"},
+                "company": {"type": ["string", "null"]}
+            },
+            "required": ["order_id"]
+        });
+        let mut inputs = json!({"order_id": null, "note": null, "company": null})
+            .as_object()
+            .unwrap()
+            .clone();
+        coerce(&mut inputs, &schema);
+        // Required stays (the gate reports it); nullable stays; optional non-nullable goes.
+        assert_eq!(
+            Value::Object(inputs),
+            json!({"order_id": null, "company": null})
+        );
     }
 }

@@ -42,6 +42,7 @@ pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod tools;
 pub mod triggers;
 
 pub use call::{Call, CallReport, Failure, Outcome, Trigger};

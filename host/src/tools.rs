@@ -1113,6 +1113,7 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && let Some(hex) = s.get(i + 1..i + 3)
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
             && let Ok(b) = u8::from_str_radix(hex, 16)
         {
             out.push(b);
@@ -2013,6 +2014,29 @@ mod tests {
         assert_eq!(strict["$defs"]["A"], json!({"type": "string"}));
         assert_eq!(strict["$defs"]["A_2"], json!({"type": "integer"}));
         assert!(strict_violations(&strict).is_empty(), "{strict:#}");
+    }
+
+    #[test]
+    fn refs_are_json_pointers_in_uri_fragments() {
+        let strict = openai_strict(&json!({
+            "type": "object",
+            "$defs": {"A B": {"type": "string"}, "x/y": {"type": "integer"}},
+            "properties": {
+                "a": {"$ref": "#/$defs/A%20B", "description": "Spaced."},
+                "b": {"$ref": "#/$defs/x~1y", "description": "Slashed."}
+            },
+            "required": ["a", "b"]
+        }));
+        assert_eq!(
+            strict["properties"]["a"],
+            json!({"type": "string", "description": "Spaced."})
+        );
+        assert_eq!(
+            strict["properties"]["b"],
+            json!({"type": "integer", "description": "Slashed."})
+        );
+        assert!(strict_violations(&strict).is_empty());
+        assert!(resolve(&strict, "#/$defs/A%2").is_none());
     }
 
     #[test]

@@ -10,4 +10,5 @@ mod flows;
 mod hostile;
 mod http;
 mod loading;
+mod server;
 mod ssrf;

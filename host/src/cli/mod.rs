@@ -19,6 +19,7 @@ pub mod invoke;
 pub mod list;
 pub mod serve;
 pub mod test;
+pub mod tools;
 
 /// Runs the API actions of AI agents as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -85,6 +86,8 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Serve the actions: REST API with OpenAPI, MCP at /mcp, admin API, hot reload.
     Serve(serve::ServeArgs),
+    /// Print the actions as tool definitions: --format openai|anthropic|mcp.
+    Tools(tools::ToolsArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -166,6 +169,7 @@ impl Cli {
             Command::Test(c) => c.run(&self.global).await,
             Command::Chat(c) => c.run(&self.global).await,
             Command::Serve(c) => c.run(&self.global).await,
+            Command::Tools(c) => c.run(&self.global).await,
         }
     }
 }

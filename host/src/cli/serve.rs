@@ -23,12 +23,10 @@ impl ServeArgs {
     /// cannot be bound.
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         let runtime = Arc::new(global.runtime()?);
-        let keys = Keys::from_settings(&runtime.config().server.api_keys, |v| {
-            std::env::var(v).ok()
-        })
-        .map_err(|e| anyhow::anyhow!("callout.toml: {e}"))?;
-        let server =
-            Server::start(runtime, global.actions.clone(), &global.data_dir, keys).await?;
+        let keys =
+            Keys::from_settings(&runtime.config().server.api_keys, |v| std::env::var(v).ok())
+                .map_err(|e| anyhow::anyhow!("callout.toml: {e}"))?;
+        let server = Server::start(runtime, global.actions.clone(), &global.data_dir, keys).await?;
         let listener = server.bind(self.listen.as_deref()).await?;
         let addr = listener.local_addr()?;
         let state = server.state();

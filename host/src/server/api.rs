@@ -247,11 +247,7 @@ pub async fn health(State(state): State<AppState>) -> axum::Json<Health> {
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
 pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::json(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], ApiDoc::json()).into_response()
 }
 
 /// Prometheus metrics: calls, latency, outcomes by class, outbound requests by decision.
@@ -574,7 +570,9 @@ pub async fn admin_delete(
         (status = 200, description = "What changed", body = ScanReport),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Not an admin key", body = ErrorBody)))]
-pub async fn admin_reload(State(state): State<AppState>) -> Result<axum::Json<ScanReport>, ApiError> {
+pub async fn admin_reload(
+    State(state): State<AppState>,
+) -> Result<axum::Json<ScanReport>, ApiError> {
     let report = state.loader.scan(false).await.map_err(ApiError::internal)?;
     Ok(axum::Json(report))
 }

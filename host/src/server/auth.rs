@@ -49,7 +49,9 @@ impl Keys {
         for (i, s) in settings.iter().enumerate() {
             let at = format!("server.api_keys[{i}] (name = {:?})", s.name);
             if keys.iter().any(|(n, _, _)| *n == s.name) {
-                return Err(format!("{at}: the name is used twice; give each key its own name"));
+                return Err(format!(
+                    "{at}: the name is used twice; give each key its own name"
+                ));
             }
             let digest = match (&s.env, &s.sha256) {
                 (Some(var), None) => {
@@ -64,17 +66,14 @@ impl Keys {
                     }
                     digest(&key)
                 }
-                (None, Some(hex_digest)) => {
-                    let bytes = hex::decode(hex_digest.trim())
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .ok_or_else(|| {
-                            format!(
-                                "{at}: sha256 must be 64 hex digits (printf %s \"$KEY\" | sha256sum)"
-                            )
-                        })?;
-                    bytes
-                }
+                (None, Some(hex_digest)) => hex::decode(hex_digest.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "{at}: sha256 must be 64 hex digits (printf %s \"$KEY\" | sha256sum)"
+                        )
+                    })?,
                 _ => {
                     return Err(format!(
                         "{at}: give exactly one of env = \"VARIABLE\" or sha256 = \"<hex>\""
@@ -167,11 +166,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(unset.contains("NOPE is not set"), "{unset}");
-        let short = Keys::from_settings(
-            &[setting("bot", KeyScope::Agent, Some("K"), None)],
-            |_| Some("short".into()),
-        )
-        .unwrap_err();
+        let short =
+            Keys::from_settings(&[setting("bot", KeyScope::Agent, Some("K"), None)], |_| {
+                Some("short".into())
+            })
+            .unwrap_err();
         assert!(short.contains("at least 16"), "{short}");
         let both = Keys::from_settings(
             &[setting("bot", KeyScope::Agent, Some("K"), Some("00"))],

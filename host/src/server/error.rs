@@ -87,14 +87,18 @@ impl From<JsonRejection> for ApiError {
                 "unsupported-media-type",
                 "send the body as JSON with Content-Type: application/json",
             ),
-            JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            JsonRejection::BytesRejection(_)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Self::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload-too-large",
                     "the body is larger than this endpoint takes",
                 )
             }
-            other => Self::bad_request(format!("the body is not valid here: {}", other.body_text())),
+            other => {
+                Self::bad_request(format!("the body is not valid here: {}", other.body_text()))
+            }
         }
     }
 }

@@ -341,8 +341,10 @@ impl Loader {
         let next = self.actions.snapshot().with(plugin.clone());
         self.actions.publish(next);
         seen.pending.remove(&folder);
-        seen.applied
-            .insert(folder.clone(), (fingerprint(&folder), Some(name.to_string())));
+        seen.applied.insert(
+            folder.clone(),
+            (fingerprint(&folder), Some(name.to_string())),
+        );
         tracing::info!(action = name, "installed through the admin API");
         Ok(plugin)
     }
@@ -367,9 +369,8 @@ impl Loader {
             .ok_or_else(|| ChangeError::Io(format!("action {name} has no folder")))?;
         if folder.starts_with(&self.dir) && folder != self.dir {
             let aside = self.dir.join(format!(".removed-{name}-{}", nonce()));
-            std::fs::rename(&folder, &aside).map_err(|e| {
-                ChangeError::Io(format!("cannot remove {}: {e}", folder.display()))
-            })?;
+            std::fs::rename(&folder, &aside)
+                .map_err(|e| ChangeError::Io(format!("cannot remove {}: {e}", folder.display())))?;
             let _ = std::fs::remove_dir_all(&aside);
         }
         self.actions
@@ -436,7 +437,10 @@ fn fingerprint(folder: &Path) -> Fingerprint {
     let component = std::fs::read_to_string(&manifest)
         .ok()
         .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
-        .and_then(|t| t.get("component").and_then(|c| c.as_str().map(String::from)));
+        .and_then(|t| {
+            t.get("component")
+                .and_then(|c| c.as_str().map(String::from))
+        });
     if let Some(c) = component.filter(|c| !c.starts_with("builtin:")) {
         let p = Path::new(&c);
         let path = if p.is_absolute() {
@@ -450,11 +454,7 @@ fn fingerprint(folder: &Path) -> Fingerprint {
 }
 
 fn is_plain_file_name(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && !s.starts_with('.')
-        && !s.contains(['/', '\\', '\0'])
+    !s.is_empty() && s != "." && s != ".." && !s.starts_with('.') && !s.contains(['/', '\\', '\0'])
 }
 
 /// Action names: what manifests allow, and safe as a folder name.

@@ -1,0 +1,988 @@
+//! `callout serve` in-process, over real loopback sockets: auth and scopes, the REST routes
+//! against the demo back end, JSON errors, metrics, the OpenAPI document, the admin API and
+//! the watcher (a bad version never replaces a good one; hot reload under concurrent calls
+//! fails no call), and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callout::config::{ApiKeySetting, KeyScope};
+use callout::demo::backend::{Api, DemoBackend, Mode, new_token};
+use callout::server::Server;
+use callout::server::auth::Keys;
+use callout::{HostConfig, Runtime, RuntimeOptions, Secrets};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+pub const AGENT_KEY: &str = "agent-key-for-tests-0123456789";
+pub const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
+
+/// The example action `name`'s manifest, its component path made absolute so the manifest
+/// works from any folder.
+pub fn example_manifest(name: &str) -> String {
+    let dir = example_actions().join(name);
+    let text = std::fs::read_to_string(dir.join("action.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let component = table["component"].as_str().unwrap();
+    let abs = dir.join(component).canonicalize().unwrap();
+    text.replace(
+        &format!("component = \"{component}\""),
+        &format!("component = \"{}\"", abs.display()),
+    )
+}
+
+/// The built component of example action `name`.
+pub fn example_wasm(name: &str) -> PathBuf {
+    let text = example_manifest(name);
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    PathBuf::from(table["component"].as_str().unwrap())
+}
+
+/// A running server over a copy of the example actions, wired to a demo back end.
+pub struct Served {
+    pub url: String,
+    pub backend: DemoBackend,
+    pub actions: tempfile::TempDir,
+    pub client: reqwest::Client,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _data: tempfile::TempDir,
+}
+
+impl Served {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts with extra callout.toml text (e.g. `[server]` settings).
+    pub async fn start_with(extra_config: &str) -> Self {
+        let backend = DemoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)), new_token())
+            .await
+            .unwrap();
+        let actions = tempfile::tempdir().unwrap();
+        for name in callout::demo::ACTIONS {
+            let d = actions.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("action.toml"), example_manifest(name)).unwrap();
+        }
+        let mut overrides: String = callout::demo::ACTIONS
+            .iter()
+            .chain(["order-status-2"].iter())
+            .map(|n| format!("[actions.{n}.config]\nbase_url = \"{}\"\n", backend.url()))
+            .collect();
+        overrides.push_str(extra_config);
+        let mut config = small_pool_config();
+        let parsed = HostConfig::parse(&overrides).unwrap();
+        config.actions = parsed.actions;
+        config.server = parsed.server;
+        let mut secrets = Secrets::default();
+        for var in callout::demo::TOKEN_VARIABLES {
+            secrets.insert(var, backend.token());
+        }
+        let data = tempfile::tempdir().unwrap();
+        let mut options = RuntimeOptions::new(data.path());
+        options.config = config;
+        options.dev_loopback = vec![backend.addr.to_string()];
+        options.secrets = secrets;
+        let runtime = Arc::new(Runtime::new(options).unwrap());
+        let keys = test_keys();
+        let server = Server::start(runtime, actions.path().to_path_buf(), data.path(), keys)
+            .await
+            .unwrap();
+        let listener = server.bind(Some("127.0.0.1:0")).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.serve(listener, stop.clone(), false));
+        Self {
+            url,
+            backend,
+            actions,
+            client: reqwest::Client::new(),
+            stop,
+            task,
+            _data: data,
+        }
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    pub fn post(&self, path: &str, key: &str, body: Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(&body)
+    }
+
+    pub async fn invoke(&self, action: &str, inputs: Value) -> (StatusCode, Value) {
+        let r = self
+            .post(
+                &format!("/v1/actions/{action}/invoke"),
+                AGENT_KEY,
+                json!({ "inputs": inputs }),
+            )
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap())
+    }
+
+    pub async fn upload(
+        &self,
+        name: &str,
+        manifest: &str,
+        wasm: Option<&Path>,
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new().part(
+            "manifest",
+            reqwest::multipart::Part::bytes(manifest.as_bytes().to_vec()).file_name("action.toml"),
+        );
+        if let Some(w) = wasm {
+            form = form.part(
+                "component",
+                reqwest::multipart::Part::bytes(std::fs::read(w).unwrap()).file_name("action.wasm"),
+            );
+        }
+        self.client
+            .put(format!("{}/v1/admin/actions/{name}", self.url))
+            .bearer_auth(ADMIN_KEY)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn names(&self) -> Vec<String> {
+        let list: Value = self
+            .get("/v1/actions", AGENT_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub fn test_keys() -> Keys {
+    Keys::from_settings(
+        &[
+            ApiKeySetting {
+                name: "agent".into(),
+                scope: KeyScope::Agent,
+                env: Some("AGENT".into()),
+                sha256: None,
+            },
+            ApiKeySetting {
+                name: "ops".into(),
+                scope: KeyScope::Admin,
+                env: Some("ADMIN".into()),
+                sha256: None,
+            },
+        ],
+        |v| match v {
+            "AGENT" => Some(AGENT_KEY.into()),
+            "ADMIN" => Some(ADMIN_KEY.into()),
+            _ => None,
+        },
+    )
+    .unwrap()
+}
+
+/// The order-status manifest renamed to `name`, its component as `action.wasm` in its folder.
+fn uploadable_order_status(name: &str, description: &str) -> String {
+    let mut table: toml::Table = toml::from_str(&example_manifest("order-status")).unwrap();
+    table.insert("name".into(), name.into());
+    table.insert("description".into(), description.into());
+    table.insert("component".into(), "action.wasm".into());
+    toml::to_string(&table).unwrap()
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn keys_and_scopes_guard_every_route_but_health_and_the_document() {
+    let s = Served::start().await;
+    // Public.
+    let health: Value = s
+        .client
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["actions"], 3);
+    let doc = s
+        .client
+        .get(format!("{}/openapi.json", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(doc.status(), StatusCode::OK);
+
+    // No key, a wrong key, a malformed header: 401 with the JSON error and a challenge.
+    for req in [
+        s.client.get(format!("{}/v1/actions", s.url)),
+        s.client
+            .get(format!("{}/v1/actions", s.url))
+            .bearer_auth("agent-key-for-tests-012345678"),
+        s.client
+            .get(format!("{}/v1/actions", s.url))
+            .header("authorization", AGENT_KEY),
+        s.client.get(format!("{}/metrics", s.url)),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized");
+    }
+    // An agent key cannot use the admin API; an admin key can use everything.
+    let r = s.get("/v1/admin/actions", AGENT_KEY).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "forbidden");
+    assert_eq!(
+        s.get("/v1/admin/actions", ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.get("/v1/actions", ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn actions_are_listed_with_schemas_and_invoked_as_tools() {
+    let s = Served::start().await;
+    assert_eq!(
+        s.names().await,
+        ["crm-lead", "membership-verify", "order-status"]
+    );
+    let one: Value = s
+        .get("/v1/actions/order-status", AGENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["trigger"], "on-prompt");
+    assert_eq!(one["input_schema"]["required"], json!(["order_id"]));
+    assert_eq!(one["output_schema"]["type"], "object");
+
+    // An outcome.
+    let (status, body) = s
+        .invoke("order-status", json!({"order_id": "123456"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["outcome"]["data"]["order_id"], "123456", "{body}");
+    assert!(body["idempotency_key"].as_str().unwrap().len() >= 16);
+    // Needs-input: nothing was called.
+    let before = s.backend.received().len();
+    let (_, body) = s.invoke("order-status", json!({})).await;
+    assert_eq!(body["status"], "needs-input");
+    assert_eq!(body["error"]["fields"][0]["field"], "order_id");
+    assert_eq!(body["say"], "What is your 6-digit order number?");
+    assert_eq!(s.backend.received().len(), before);
+    // A failure with its class, and the fallback the manifest configures.
+    s.backend.set_mode(Api::Orders, Mode::Fail { status: 503 });
+    let (_, body) = s
+        .invoke("order-status", json!({"order_id": "123456"}))
+        .await;
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(body["error"]["class"], "upstream");
+    s.backend.set_mode(Api::Orders, Mode::Normal);
+
+    // HTTP errors are {code, message}.
+    let (status, body) = s.invoke("no-such-action", json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown-action"))
+    );
+    let r = s
+        .client
+        .post(format!("{}/v1/actions/order-status/invoke", s.url))
+        .bearer_auth(AGENT_KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad-request");
+    let r = s
+        .client
+        .post(format!("{}/v1/actions/order-status/invoke", s.url))
+        .bearer_auth(AGENT_KEY)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = s
+        .post(
+            "/v1/actions/order-status/invoke",
+            AGENT_KEY,
+            json!({"inputz": {}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = s
+        .client
+        .delete(format!("{}/v1/actions", s.url))
+        .bearer_auth(AGENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "method-not-allowed"
+    );
+    let r = s.get("/v2/nothing", AGENT_KEY).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "not-found");
+
+    // Metrics count the calls by outcome class and the outbound requests by decision.
+    let text = s
+        .get("/metrics", AGENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="ok"} 1"#,
+        r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="needs-input"} 1"#,
+        r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="upstream"} 1"#,
+        r#"callout_outbound_requests_total{action="order-status",decision="allowed"}"#,
+        r#"callout_api_requests_total{route="/v1/actions/{name}/invoke",status="200"}"#,
+        "callout_action_call_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tests_run_dry_mock_and_live() {
+    let s = Served::start().await;
+    let path = "/v1/actions/order-status/test";
+    let before = s.backend.received().len();
+    let dry: Value = s
+        .post(
+            path,
+            AGENT_KEY,
+            json!({"mode": "dry-run", "inputs": {"order_id": "123456"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dry["recorded"][0]["method"], "GET");
+    assert!(
+        dry["recorded"][0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/orders/123456"),
+        "{dry}"
+    );
+    let auth = dry["recorded"][0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "authorization")
+        .unwrap()[1]
+        .clone();
+    assert_eq!(auth, "Bearer {{secret.ORDERS_TOKEN}}");
+    let mock: Value = s
+        .post(path, AGENT_KEY, json!({"mode": "mock", "inputs": {"order_id": "123456"},
+            "mock": {"status": 200, "headers": {"content-type": "application/json"},
+                     "body": {"order_id": "123456", "status": "lost at sea", "items": [], "eta": null}}}))
+        .send().await.unwrap().json().await.unwrap();
+    assert_eq!(mock["status"], "ok", "{mock}");
+    assert_eq!(mock["outcome"]["data"]["status"], "lost at sea", "{mock}");
+    assert_eq!(
+        s.backend.received().len(),
+        before,
+        "dry-run and mock send nothing"
+    );
+    let live: Value = s
+        .post(
+            path,
+            AGENT_KEY,
+            json!({"mode": "live", "inputs": {"order_id": "123456"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["status"], "ok", "{live}");
+    assert_eq!(s.backend.received().len(), before + 1);
+    let r = s
+        .post(path, AGENT_KEY, json!({"mode": "mock", "inputs": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn conversations_fire_on_prompt_actions_and_deliver_chat_end_ones() {
+    let s = Served::start().await;
+    // membership-verify is on-prompt; crm-lead is chat-end.
+    let msg = |text: &str, values: Value| json!({"text": text, "values": values});
+    let r: Value = s
+        .post(
+            "/v1/conversations/c-1/messages",
+            AGENT_KEY,
+            msg("is my membership active?", json!({})),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let turn = &r["turns"][0];
+    assert_eq!(turn["action"], "membership-verify", "{r}");
+    assert_eq!(turn["status"], "needs-input", "{r}");
+    let r: Value = s
+        .post(
+            "/v1/conversations/c-1/messages",
+            AGENT_KEY,
+            msg(
+                "it's M-1001, born 1990-04-12",
+                json!({"name": "Ada", "email": "ada@example.com"}),
+            ),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["turns"][0]["status"], "ok", "{r}");
+    assert_eq!(r["variables"]["name"], "Ada");
+
+    let end: Value = s
+        .post("/v1/conversations/c-1/end", AGENT_KEY, json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deliveries = end["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{end}");
+    assert_eq!(deliveries[0]["action"], "crm-lead");
+    assert_eq!(deliveries[0]["id"], "c-1:crm-lead");
+    assert_eq!(deliveries[0]["status"], "ok", "{end}");
+    let lead = s
+        .backend
+        .received()
+        .into_iter()
+        .find(|r| r.path == "/crm/leads")
+        .expect("lead sent");
+    assert_eq!(lead.idempotency_key.as_deref(), Some("c-1:crm-lead"));
+    assert!(lead.authorized);
+
+    // The conversation is readable; ended ones take no more messages; ending twice delivers once.
+    let conv: Value = s
+        .get("/v1/conversations/c-1", AGENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(conv["ended_at_ms"].is_u64());
+    assert_eq!(conv["messages"][0]["text"], "is my membership active?");
+    let r = s
+        .post(
+            "/v1/conversations/c-1/messages",
+            AGENT_KEY,
+            msg("hi", json!({})),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "conversation-ended"
+    );
+    let again: Value = s
+        .post("/v1/conversations/c-1/end", AGENT_KEY, json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["deliveries"], json!([]));
+    let r = s
+        .post("/v1/conversations/nope/end", AGENT_KEY, json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = s
+        .post(
+            "/v1/conversations/bad%20id/messages",
+            AGENT_KEY,
+            msg("x", json!({})),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn uploads_are_checked_before_they_replace_and_removals_take_effect() {
+    let s = Served::start().await;
+    let wasm = example_wasm("order-status");
+    // A new action.
+    let r = s
+        .upload(
+            "order-status-2",
+            &uploadable_order_status("order-status-2", "v1"),
+            Some(&wasm),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let (_, body) = s
+        .invoke("order-status-2", json!({"order_id": "123456"}))
+        .await;
+    assert_eq!(body["status"], "ok", "{body}");
+    assert!(
+        s.actions
+            .path()
+            .join("order-status-2/action.wasm")
+            .is_file()
+    );
+
+    // Bad versions are rejected with the reason; v1 keeps serving.
+    let bad_toml = s.upload("order-status-2", "name = \"order-status-2\"\ncomponent = \"action.wasm\"\n[limits]\nmemory_mb = \"lots\"\n", Some(&wasm)).await;
+    assert_eq!(bad_toml.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = bad_toml.json().await.unwrap();
+    assert_eq!(body["code"], "rejected");
+    assert!(
+        body["message"].as_str().unwrap().contains("memory_mb"),
+        "{body}"
+    );
+    let garbage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(garbage.path(), b"\0asm not really").unwrap();
+    let bad_wasm = s
+        .upload(
+            "order-status-2",
+            &uploadable_order_status("order-status-2", "v2"),
+            Some(garbage.path()),
+        )
+        .await;
+    assert_eq!(bad_wasm.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let wrong_world = s
+        .upload(
+            "order-status-2",
+            &uploadable_order_status("order-status-2", "v2"),
+            Some(&crate::support::wasm("wrong_world")),
+        )
+        .await;
+    assert_eq!(wrong_world.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let escape = s
+        .upload(
+            "order-status-2",
+            &uploadable_order_status("order-status-2", "v2")
+                .replace("\"action.wasm\"", "\"../x.wasm\""),
+            Some(&wasm),
+        )
+        .await;
+    assert_eq!(escape.status(), StatusCode::BAD_REQUEST);
+    let misnamed = s
+        .upload(
+            "other-name",
+            &uploadable_order_status("order-status-2", "v2"),
+            Some(&wasm),
+        )
+        .await;
+    assert_eq!(misnamed.status(), StatusCode::BAD_REQUEST);
+    let no_component = s
+        .upload(
+            "order-status-2",
+            &uploadable_order_status("order-status-2", "v2"),
+            None,
+        )
+        .await;
+    assert_eq!(no_component.status(), StatusCode::BAD_REQUEST);
+    let info: Value = s
+        .get("/v1/actions/order-status-2", AGENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["description"], "v1");
+    let (_, body) = s
+        .invoke("order-status-2", json!({"order_id": "123456"}))
+        .await;
+    assert_eq!(body["status"], "ok", "v1 still serves: {body}");
+    let leftovers: Vec<_> = std::fs::read_dir(s.actions.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging folders left behind: {leftovers:?}"
+    );
+
+    // A good new version replaces it.
+    let r = s
+        .upload(
+            "order-status-2",
+            &uploadable_order_status("order-status-2", "v2"),
+            Some(&wasm),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let info: Value = s
+        .get("/v1/actions/order-status-2", AGENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["description"], "v2");
+
+    // Removal.
+    let r = s
+        .client
+        .delete(format!("{}/v1/admin/actions/order-status-2", s.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!s.names().await.contains(&"order-status-2".to_string()));
+    assert!(!s.actions.path().join("order-status-2").exists());
+    let r = s
+        .client
+        .delete(format!("{}/v1/admin/actions/order-status-2", s.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn hot_reload_under_concurrent_calls_fails_no_call() {
+    let s = Arc::new(Served::start().await);
+    let wasm = example_wasm("order-status");
+    let r = s
+        .upload(
+            "order-status-2",
+            &uploadable_order_status("order-status-2", "v0"),
+            Some(&wasm),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let stop = CancellationToken::new();
+    let mut callers = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        let stop = stop.clone();
+        callers.push(tokio::spawn(async move {
+            let mut calls = 0u32;
+            while !stop.is_cancelled() {
+                let (status, body) = s
+                    .invoke("order-status-2", json!({"order_id": "123456"}))
+                    .await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(body["status"], "ok", "a call failed during reload: {body}");
+                calls += 1;
+            }
+            calls
+        }));
+    }
+    for v in 1..=5 {
+        let r = s
+            .upload(
+                "order-status-2",
+                &uploadable_order_status("order-status-2", &format!("v{v}")),
+                Some(&wasm),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // A bad version in between: rejected, nothing fails.
+        let r = s
+            .upload(
+                "order-status-2",
+                "name = \"order-status-2\"\ncomponent = \"action.wasm\"\nbogus = 1\n",
+                Some(&wasm),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    stop.cancel();
+    let mut total = 0;
+    for c in callers {
+        total += c.await.unwrap();
+    }
+    assert!(total >= 8, "the callers ran ({total} calls)");
+    let info: Value = s
+        .get("/v1/actions/order-status-2", AGENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["description"], "v5");
+    Arc::into_inner(s).expect("callers done").stop().await;
+}
+
+#[tokio::test]
+async fn the_watcher_loads_new_versions_keeps_good_ones_over_bad_and_drops_removed() {
+    let s = Served::start_with("[server]\nwatch_interval_ms = 50\n").await;
+    let folder = s.actions.path().join("order-status-2");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(example_wasm("order-status"), folder.join("action.wasm")).unwrap();
+    std::fs::write(
+        folder.join("action.toml"),
+        uploadable_order_status("order-status-2", "w1"),
+    )
+    .unwrap();
+    wait_until("the new folder is loaded", || async {
+        s.names().await.contains(&"order-status-2".to_string())
+    })
+    .await;
+    let (_, body) = s
+        .invoke("order-status-2", json!({"order_id": "123456"}))
+        .await;
+    assert_eq!(body["status"], "ok");
+
+    // A broken edit: recorded as a failure; w1 keeps serving.
+    std::fs::write(
+        folder.join("action.toml"),
+        "name = \"order-status-2\"\ncomponent = \"action.wasm\"\n[http]\nallow = 5\n",
+    )
+    .unwrap();
+    wait_until("the broken version is reported", || async {
+        let admin: Value = s
+            .get("/v1/admin/actions", ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        admin["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"] == "order-status-2/action.toml")
+    })
+    .await;
+    let admin: Value = s
+        .get("/v1/admin/actions", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failure = admin["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == "order-status-2/action.toml")
+        .unwrap();
+    assert!(
+        failure["detail"].as_str().unwrap().contains("allow"),
+        "{failure}"
+    );
+    assert!(
+        !failure["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&*s.actions.path().to_string_lossy()),
+        "no internal paths: {failure}"
+    );
+    let info: Value = s
+        .get("/v1/actions/order-status-2", AGENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["description"], "w1");
+    let health: Value = s
+        .client
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded");
+
+    // Fixed: w2 replaces w1 and the failure is gone.
+    std::fs::write(
+        folder.join("action.toml"),
+        uploadable_order_status("order-status-2", "w2"),
+    )
+    .unwrap();
+    wait_until("w2 serves", || async {
+        let info: Value = s
+            .get("/v1/actions/order-status-2", AGENT_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        info["description"] == "w2"
+    })
+    .await;
+    let admin: Value = s
+        .get("/v1/admin/actions", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["failures"], json!([]));
+
+    // Removed folder: the action goes.
+    std::fs::remove_dir_all(&folder).unwrap();
+    wait_until("the removed action is gone", || async {
+        !s.names().await.contains(&"order-status-2".to_string())
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_calls_in_flight() {
+    let s = Served::start().await;
+    s.backend
+        .set_mode(Api::Orders, Mode::Slow { delay_ms: 700 });
+    let url = format!("{}/v1/actions/order-status/invoke", s.url);
+    let client = s.client.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(AGENT_KEY)
+            .json(&json!({"inputs": {"order_id": "123456"}}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = s.url.clone();
+    let started = Instant::now();
+    s.stop().await;
+    let body = in_flight.await.unwrap();
+    assert_eq!(body["status"], "ok", "the call in flight finished: {body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // And nothing is accepted any more.
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
+}
+
+#[tokio::test]
+async fn the_server_binds_loopback_only_unless_told_and_needs_a_key() {
+    let s = Served::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut options = RuntimeOptions::new(data.path());
+    options.config = small_pool_config();
+    let runtime = Arc::new(Runtime::new(options).unwrap());
+    let err = Server::start(
+        runtime.clone(),
+        s.actions.path().to_path_buf(),
+        data.path(),
+        Keys::default(),
+    )
+    .await
+    .err()
+    .expect("no keys, no server");
+    assert!(err.to_string().contains("[[server.api_keys]]"), "{err}");
+    let server = Server::start(
+        runtime,
+        s.actions.path().to_path_buf(),
+        data.path(),
+        test_keys(),
+    )
+    .await
+    .unwrap();
+    // Only the decision is tested: binding is refused before any socket is opened.
+    let err = server.bind(Some("0.0.0.0:0")).await.err().unwrap();
+    assert!(err.to_string().contains("public = true"), "{err}");
+    s.stop().await;
+}
