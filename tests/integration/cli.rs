@@ -380,3 +380,74 @@ fn chat_drives_a_conversation_from_piped_stdin() {
         );
     }
 }
+
+/// `callout tools` over the example actions and the built-in no-code action: every format
+/// prints one tool per action, and every OpenAI schema passes the strict-mode checker.
+#[test]
+fn tools_exports_every_format_and_openai_schemas_follow_strict_rules() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+            .arg("--actions")
+            .arg(example_actions())
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["tools", "--format", format])
+            .env_remove("CALLOUT_LOG")
+            .env("CALLOUT_CONFIG", write_small_pool(&data))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let openai = run("openai");
+    let tools = openai.as_array().unwrap();
+    assert_eq!(tools.len(), 3);
+    for t in tools {
+        assert_eq!(t["type"], "function");
+        assert_eq!(t["function"]["strict"], true);
+        let params = &t["function"]["parameters"];
+        let violations = callout::tools::strict_violations(params);
+        assert!(
+            violations.is_empty(),
+            "{}: {violations:#?}",
+            t["function"]["name"]
+        );
+        // Every property is required; optional ones take null.
+        let props = params["properties"].as_object().unwrap();
+        assert_eq!(params["required"].as_array().unwrap().len(), props.len());
+    }
+    let crm = tools
+        .iter()
+        .find(|t| t["function"]["name"] == "crm-lead")
+        .unwrap();
+    assert_eq!(
+        crm["function"]["parameters"]["properties"]["company"]["type"],
+        serde_json::json!(["string", "null"])
+    );
+    let anthropic = run("anthropic");
+    assert!(
+        anthropic
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["input_schema"]["type"] == "object")
+    );
+    let mcp = run("mcp");
+    assert!(
+        mcp.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["outputSchema"]["type"] == "object")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["tools", "--format", "langchain"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("openai, anthropic, mcp"),
+        "{}",
+        text(&out.stderr)
+    );
+}
