@@ -35,6 +35,7 @@ pub mod error;
 pub mod error_policy;
 pub mod inputs;
 pub mod manifest;
+pub mod mcp;
 pub mod metrics;
 pub mod outbound_http;
 pub mod plugin;

@@ -21,16 +21,27 @@
 //! - **Needs input** → the user is asked through elicitation (`elicitation/create` before
 //!   `2026-07-28`, an `input_required` result from `2026-07-28` on) when the client declared the
 //!   elicitation capability; otherwise an `isError: true` result whose text lists the questions to
-//!   ask, with the fields under `_meta["callout/needs-input"]`.
+//!   ask, with the fields under `_meta["callout/needs-input"]`. The user's answers are added to
+//!   the arguments and the action runs again, up to [`MAX_ELICITATION_ROUNDS`] times. A user who
+//!   declines or cancels gets an `isError: true` result too (status `declined` / `cancelled`):
+//!   nothing ran, and a result that is not an error must carry conforming structured content.
 //! - **Unknown tool** → the JSON-RPC error `-32602` (invalid params), as the spec's tools page says.
 //!
 //! No error result carries `structuredContent`: the spec says a tool with an output schema MUST
 //! return structured content that conforms to it, and clients validate any structured content
 //! they get (the TypeScript SDK does so even on `isError: true` results and throws on a mismatch,
 //! losing the whole result). The error object and the missing fields would not conform, so they
-//! travel in the text and in `_meta`, which no client validates.
+//! travel in the text and in `_meta`, which no schema governs.
 
-use std::{borrow::Cow, collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    borrow::Cow,
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::future::BoxFuture;
 use rmcp::{
@@ -38,10 +49,9 @@ use rmcp::{
     model::{
         BooleanSchema, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
         ElicitRequest, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationSchema,
-        EnumSchema, InputRequest, InputRequiredResult, IntegerSchema, JsonObject,
-        ListToolsResult, MetaObject, NumberSchema, PaginatedRequestParams,
-        PrimitiveSchemaDefinition, ServerCapabilities, ServerConfig, StringFormat, StringSchema,
-        SubscriptionFilter, Tool,
+        EnumSchema, InputRequest, InputRequiredResult, IntegerSchema, JsonObject, ListToolsResult,
+        MetaObject, NumberSchema, PaginatedRequestParams, PrimitiveSchemaDefinition,
+        ServerCapabilities, ServerConfig, StringFormat, StringSchema, SubscriptionFilter, Tool,
     },
     service::{NotificationContext, RequestContext, SubscriptionContext},
     transport::{
@@ -139,10 +149,13 @@ pub const MAX_ELICITATION_ROUNDS: u32 = 3;
 /// returns the needs-input result: 10 minutes, time for a person to find a member id.
 pub const ELICITATION_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The `_meta` key of a failure's details on an `isError` result.
+/// The `_meta` key of a failure's details on an `isError` result:
+/// `{"class", "message", "error", "say"?}` (`error` is the action's structured error object).
 pub const META_ERROR: &str = "callout/error";
 
-/// The `_meta` key of the inputs still needed on an `isError` result.
+/// The `_meta` key of the inputs still needed on an `isError` result:
+/// `{"status": "needs-input" | "declined" | "cancelled", "tool", "fields": [{"field", "reason"?,
+/// "prompt"?}]}` (`reason` and `prompt` only with `needs-input`).
 pub const META_NEEDS_INPUT: &str = "callout/needs-input";
 
 /// The key of the elicitation in an `input_required` result (`2026-07-28`).
@@ -166,6 +179,8 @@ pub struct McpServer {
     /// forwards list changes to the client.
     session_ended: CancellationToken,
     _session: Arc<DropGuard>,
+    /// Set once the forwarding task runs, so a repeated `initialized` starts no second one.
+    watching: Arc<AtomicBool>,
 }
 
 impl McpServer {
@@ -183,6 +198,7 @@ impl McpServer {
             list_changed,
             _session: Arc::new(session_ended.clone().drop_guard()),
             session_ended,
+            watching: Arc::default(),
         }
     }
 
@@ -207,7 +223,11 @@ impl McpServer {
             let state = RetryState::decode(state, &name)?;
             round = state.round;
             answers = state.answers;
-            if let Some(response) = request.input_responses.as_ref().and_then(|r| r.get(INPUT_KEY)) {
+            if let Some(response) = request
+                .input_responses
+                .as_ref()
+                .and_then(|r| r.get(INPUT_KEY))
+            {
                 let response: ElicitResult =
                     serde_json::from_value(response.clone()).map_err(|e| {
                         McpError::invalid_params(
@@ -330,6 +350,9 @@ impl ServerHandler for McpServer {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         // Sessions with a handshake: forward list changes until the session ends.
+        if !self.list_changed || self.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let Some(mut changes) = self.backend.watch_tools() else {
             return;
         };
@@ -391,7 +414,11 @@ pub async fn serve_stdio(backend: Arc<dyn ToolBackend>) -> anyhow::Result<()> {
 /// Serves MCP over any byte stream pair (newline-delimited JSON-RPC, as on stdio) until the
 /// reader reaches its end: what [`serve_stdio`] runs, open for tests and other pipes. A stream
 /// that ends before the client's first message is a clean end, not an error.
-pub async fn serve_io<R, W>(backend: Arc<dyn ToolBackend>, reader: R, writer: W) -> anyhow::Result<()>
+pub async fn serve_io<R, W>(
+    backend: Arc<dyn ToolBackend>,
+    reader: R,
+    writer: W,
+) -> anyhow::Result<()>
 where
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
@@ -497,7 +524,11 @@ fn failed_result(
     if let Some(say) = say {
         details["say"] = Value::String(say);
     }
-    with_meta(CallToolResult::error(vec![ContentBlock::text(text)]), META_ERROR, details)
+    with_meta(
+        CallToolResult::error(vec![ContentBlock::text(text)]),
+        META_ERROR,
+        details,
+    )
 }
 
 fn needs_input_result(tool: &str, fields: &[NeededField]) -> CallToolResult {
@@ -512,14 +543,22 @@ fn needs_input_result(tool: &str, fields: &[NeededField]) -> CallToolResult {
         }
         text.push_str(&format!(" ({})", field.reason));
     }
-    let details = needs_input_details("needs-input", tool, fields.iter().map(|f| {
-        let mut entry = json!({ "field": f.field, "reason": f.reason });
-        if let Some(prompt) = &f.prompt {
-            entry["prompt"] = Value::String(prompt.clone());
-        }
-        entry
-    }));
-    with_meta(CallToolResult::error(vec![ContentBlock::text(text)]), META_NEEDS_INPUT, details)
+    let details = needs_input_details(
+        "needs-input",
+        tool,
+        fields.iter().map(|f| {
+            let mut entry = json!({ "field": f.field, "reason": f.reason });
+            if let Some(prompt) = &f.prompt {
+                entry["prompt"] = Value::String(prompt.clone());
+            }
+            entry
+        }),
+    );
+    with_meta(
+        CallToolResult::error(vec![ContentBlock::text(text)]),
+        META_NEEDS_INPUT,
+        details,
+    )
 }
 
 fn declined_result(tool: &str, asked: &[String], action: &ElicitationAction) -> CallToolResult {
@@ -534,14 +573,14 @@ fn declined_result(tool: &str, asked: &[String], action: &ElicitationAction) -> 
         .join(", ");
     let text = format!("`{tool}` was not run: the user {verb} {list}.");
     let details = needs_input_details(status, tool, asked.iter().map(|f| json!({ "field": f })));
-    with_meta(CallToolResult::error(vec![ContentBlock::text(text)]), META_NEEDS_INPUT, details)
+    with_meta(
+        CallToolResult::error(vec![ContentBlock::text(text)]),
+        META_NEEDS_INPUT,
+        details,
+    )
 }
 
-fn needs_input_details(
-    status: &str,
-    tool: &str,
-    fields: impl Iterator<Item = Value>,
-) -> Value {
+fn needs_input_details(status: &str, tool: &str, fields: impl Iterator<Item = Value>) -> Value {
     json!({ "status": status, "tool": tool, "fields": fields.collect::<Vec<_>>() })
 }
 
@@ -776,17 +815,27 @@ mod tests {
             json!({"type": "string", "format": "email", "minLength": 3, "maxLength": 200,
                    "title": "Email", "description": "What is f?"})
         );
-        let integer = wire(form_field(&field(json!({"type": "integer", "minimum": 1, "maximum": 9}))));
+        let integer = wire(form_field(&field(
+            json!({"type": "integer", "minimum": 1, "maximum": 9}),
+        )));
         assert_eq!(
             integer,
             json!({"type": "integer", "minimum": 1, "maximum": 9, "description": "What is f?"})
         );
         let choice = wire(form_field(&field(json!({"enum": ["a", "b", null]}))));
-        assert_eq!(choice, json!({"type": "string", "enum": ["a", "b"], "description": "What is f?"}));
+        assert_eq!(
+            choice,
+            json!({"type": "string", "enum": ["a", "b"], "description": "What is f?"})
+        );
         let unknown = wire(form_field(&field(json!({}))));
-        assert_eq!(unknown, json!({"type": "string", "description": "What is f?"}));
+        assert_eq!(
+            unknown,
+            json!({"type": "string", "description": "What is f?"})
+        );
         // An unsupported date-like format is dropped, not passed on.
-        let time = wire(form_field(&field(json!({"type": "string", "format": "time"}))));
+        let time = wire(form_field(&field(
+            json!({"type": "string", "format": "time"}),
+        )));
         assert_eq!(time, json!({"type": "string", "description": "What is f?"}));
     }
 
@@ -806,32 +855,61 @@ mod tests {
     #[test]
     fn the_form_keeps_the_fields_order_and_requires_them() {
         let fields = vec![
-            NeededField { field: "zeta".into(), ..field(json!({"type": "string"})) },
-            NeededField { field: "alpha".into(), prompt: None, ..field(json!({"type": "boolean"})) },
+            NeededField {
+                field: "zeta".into(),
+                ..field(json!({"type": "string"}))
+            },
+            NeededField {
+                field: "alpha".into(),
+                prompt: None,
+                ..field(json!({"type": "boolean"}))
+            },
         ];
         let inputs = Map::from_iter([("zeta".to_owned(), json!("bad"))]);
-        let Some(ElicitRequestParams::FormElicitationParams { message, requested_schema, .. }) =
-            elicitation_form("t", &fields, &inputs)
+        let Some(ElicitRequestParams::FormElicitationParams {
+            message,
+            requested_schema,
+            ..
+        }) = elicitation_form("t", &fields, &inputs)
         else {
             panic!("a form");
         };
-        assert_eq!(message, "`t` needs a few details:\n- What is f? (missing)\n- alpha: missing");
+        assert_eq!(
+            message,
+            "`t` needs a few details:\n- What is f? (missing)\n- alpha: missing"
+        );
         let wire = serde_json::to_string(&requested_schema).unwrap();
-        assert!(wire.find("zeta").unwrap() < wire.find("alpha").unwrap(), "{wire}");
-        assert_eq!(requested_schema.required, Some(vec!["zeta".to_owned(), "alpha".to_owned()]));
+        assert!(
+            wire.find("zeta").unwrap() < wire.find("alpha").unwrap(),
+            "{wire}"
+        );
+        assert_eq!(
+            requested_schema.required,
+            Some(vec!["zeta".to_owned(), "alpha".to_owned()])
+        );
     }
 
     #[test]
     fn answers_merge_only_asked_fields() {
         let mut inputs = Map::from_iter([("a".to_owned(), json!(1))]);
         let asked = vec!["b".to_owned(), "c".to_owned()];
-        merge_answers(&mut inputs, Some(json!({"a": 9, "b": 2, "c": null, "d": 4})), &asked);
+        merge_answers(
+            &mut inputs,
+            Some(json!({"a": 9, "b": 2, "c": null, "d": 4})),
+            &asked,
+        );
         assert_eq!(Value::Object(inputs), json!({"a": 1, "b": 2}));
     }
 
     #[test]
     fn retry_state_is_bound_to_its_tool() {
-        let state = RetryState { tool: "t".into(), round: 2, asked: vec![], answers: Map::new() }.encode();
+        let state = RetryState {
+            tool: "t".into(),
+            round: 2,
+            asked: vec![],
+            answers: Map::new(),
+        }
+        .encode();
         assert_eq!(RetryState::decode(&state, "t").unwrap().round, 2);
         assert!(RetryState::decode(&state, "u").is_err());
         assert!(RetryState::decode("nope", "t").is_err());

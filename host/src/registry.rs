@@ -136,10 +136,16 @@ fn same_action(a: &Path, b: &Path) -> bool {
 /// Readers take a [`Actions::snapshot`] (an `Arc` clone under a short read lock) and use it
 /// for the whole request; writers publish a new [`Registry`]. In-flight calls keep the
 /// `Arc<Plugin>` they started with, so a replaced version lives until its last call ends.
-#[derive(Default)]
 pub struct Actions {
     current: std::sync::RwLock<Arc<Registry>>,
     generation: std::sync::atomic::AtomicU64,
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Self::new(Registry::default())
+    }
 }
 
 impl Actions {
@@ -148,7 +154,14 @@ impl Actions {
         Self {
             current: std::sync::RwLock::new(registry.into()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            changed: tokio::sync::watch::Sender::new(()),
         }
+    }
+
+    /// A receiver marked changed at every [`Actions::publish`] (MCP clients are told that the
+    /// tool list changed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     /// The actions now.
@@ -169,6 +182,7 @@ impl Actions {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.send_replace(());
     }
 
     /// How many times the set changed (MCP clients are told the tool list changed).

@@ -10,5 +10,6 @@ mod flows;
 mod hostile;
 mod http;
 mod loading;
+mod mcp_protocol;
 mod server;
 mod ssrf;

@@ -986,3 +986,84 @@ async fn the_server_binds_loopback_only_unless_told_and_needs_a_key() {
     assert!(err.to_string().contains("public = true"), "{err}");
     s.stop().await;
 }
+
+/// rmcp's own client over streamable HTTP at `/mcp` of the real server, with the real actions:
+/// the agent key is required, the tools carry both schemas, a call runs the action against the
+/// demo back end, and a missing input without elicitation support gets the fallback.
+#[tokio::test]
+async fn mcp_over_http_serves_the_real_actions_behind_the_agent_key() {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let s = Served::start().await;
+    let url = format!("{}/mcp", s.url);
+    // Without the key: 401 before any MCP is spoken.
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        StreamableHttpClientTransportConfig::with_uri(url).auth_header(AGENT_KEY),
+    );
+    let client = ().serve(transport).await.expect("MCP session starts");
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["crm-lead", "membership-verify", "order-status"]);
+    let order = tools.iter().find(|t| t.name == "order-status").unwrap();
+    assert_eq!(order.input_schema["required"], json!(["order_id"]));
+    assert_eq!(
+        order.output_schema.as_ref().unwrap()["type"],
+        json!("object")
+    );
+
+    let mut args = serde_json::Map::new();
+    args.insert("order_id".into(), json!("123456"));
+    let result = client
+        .call_tool(CallToolRequestParams::new("order-status").with_arguments(args))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    let data = result
+        .structured_content
+        .clone()
+        .expect("structured content");
+    assert_eq!(data["order_id"], "123456");
+    assert!(
+        s.backend
+            .received()
+            .iter()
+            .any(|r| r.path == "/orders/123456")
+    );
+
+    // No elicitation capability: the structured fallback, and nothing was called.
+    let before = s.backend.received().len();
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("order-status").with_arguments(serde_json::Map::new()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let meta = result
+        .meta
+        .as_ref()
+        .unwrap()
+        .0
+        .get(callout::mcp::META_NEEDS_INPUT)
+        .cloned()
+        .unwrap();
+    assert_eq!(meta["fields"][0]["field"], "order_id", "{meta}");
+    assert_eq!(s.backend.received().len(), before);
+    client.cancel().await.unwrap();
+    s.stop().await;
+}

@@ -17,6 +17,7 @@ pub mod check;
 pub mod demo;
 pub mod invoke;
 pub mod list;
+pub mod mcp;
 pub mod serve;
 pub mod test;
 pub mod tools;
@@ -88,6 +89,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Print the actions as tool definitions: --format openai|anthropic|mcp.
     Tools(tools::ToolsArgs),
+    /// Serve the actions as MCP tools over stdio.
+    Mcp(mcp::McpArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -170,6 +173,7 @@ impl Cli {
             Command::Chat(c) => c.run(&self.global).await,
             Command::Serve(c) => c.run(&self.global).await,
             Command::Tools(c) => c.run(&self.global).await,
+            Command::Mcp(c) => c.run(&self.global).await,
         }
     }
 }

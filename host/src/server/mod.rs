@@ -32,6 +32,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod loader;
+pub mod mcp_backend;
 
 use auth::Keys;
 use error::ApiError;
@@ -111,6 +112,7 @@ impl Server {
         router(
             self.state.clone(),
             (self.settings.max_upload_mb as usize).saturating_mul(1 << 20),
+            self.settings.public,
         )
     }
 
@@ -206,8 +208,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// The whole router over `state`; uploads up to `max_upload` bytes.
-pub fn router(state: AppState, max_upload: usize) -> Router {
+/// The whole router over `state`; uploads up to `max_upload` bytes; `public` lets `/mcp` take
+/// any `Host` name (otherwise loopback names only, against DNS rebinding).
+pub fn router(state: AppState, max_upload: usize, public: bool) -> Router {
     let agent = Router::new()
         .route("/metrics", get(api::metrics))
         .route("/v1/actions", get(api::list_actions))
@@ -217,6 +220,7 @@ pub fn router(state: AppState, max_upload: usize) -> Router {
         .route("/v1/conversations/{id}", get(api::get_conversation))
         .route("/v1/conversations/{id}/messages", post(api::message))
         .route("/v1/conversations/{id}/end", post(api::end))
+        .route_service("/mcp", mcp_backend::service(&state, public))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), KeyScope::Agent),
             require,
