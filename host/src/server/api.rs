@@ -23,6 +23,29 @@ use crate::call::{Call, Failure, MockResponse, RecordedRequest, SentRequest, Tri
 use crate::chat::{MessageResult, Turn, UserMessage};
 use crate::plugin::Plugin;
 
+/// The `{id}` of the conversation routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ConversationPath {
+    /// The conversation id, chosen by the caller: 1 to 128 of `A-Z a-z 0-9 . _ : -`.
+    #[param(
+        pattern = r"^[A-Za-z0-9._:-]{1,128}$",
+        min_length = 1,
+        max_length = 128,
+        example = "chat-42"
+    )]
+    pub id: String,
+}
+
+/// The `{name}` of the action routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ActionPath {
+    /// The action's name.
+    #[param(example = "order-status")]
+    pub name: String,
+}
+
 /// An action as agents see it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActionInfo {
@@ -89,10 +112,15 @@ pub struct AdminActionList {
 pub struct InvokeRequest {
     /// The inputs, a JSON object.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, example = json!({"order_id": "123456"}))]
     pub inputs: Map<String, Value>,
     /// The conversation this call belongs to, if any (for the audit log).
     #[serde(default)]
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub conversation_id: Option<String>,
     /// Conversation variables the action may read.
     #[serde(default)]
@@ -253,7 +281,7 @@ pub async fn openapi() -> Response {
 /// Prometheus metrics: calls, latency, outcomes by class, outbound requests by decision.
 #[utoipa::path(get, path = "/metrics", tag = "meta", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 200, description = "The OpenMetrics text format (Prometheus scrapes it)", content_type = "application/openmetrics-text", body = String),
         (status = 401, description = "No valid API key", body = ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
@@ -280,7 +308,7 @@ pub async fn list_actions(State(state): State<AppState>) -> axum::Json<ActionLis
 
 /// One action.
 #[utoipa::path(get, path = "/v1/actions/{name}", tag = "actions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The action's name")),
+    params(ActionPath),
     responses(
         (status = 200, description = "The action", body = ActionInfo),
         (status = 401, description = "No valid API key", body = ErrorBody),
@@ -295,7 +323,7 @@ pub async fn get_action(
 
 /// Calls an action as a tool: an outcome, needs-input (nothing was called) or a failure.
 #[utoipa::path(post, path = "/v1/actions/{name}/invoke", tag = "actions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The action's name")),
+    params(ActionPath),
     request_body = InvokeRequest,
     responses(
         (status = 200, description = "The call ran (see status)", body = InvokeResponse),
@@ -337,7 +365,7 @@ pub async fn invoke(
 /// Tries an action before publishing it: dry-run renders the requests, mock answers them from
 /// a recorded response, live sends them.
 #[utoipa::path(post, path = "/v1/actions/{name}/test", tag = "actions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The action's name")),
+    params(ActionPath),
     request_body = TestRequest,
     responses(
         (status = 200, description = "The test ran (see status)", body = TestResponse),
@@ -392,7 +420,7 @@ pub async fn test(
 /// complete; otherwise they answer needs-input with the questions to ask. Starts the
 /// conversation when the id is new.
 #[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "conversations", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The conversation id: 1 to 128 of A-Z a-z 0-9 . _ : -")),
+    params(ConversationPath),
     request_body = UserMessage,
     responses(
         (status = 200, description = "What the triggered actions did", body = MessageResult),
@@ -407,13 +435,22 @@ pub async fn message(
     ApiJson(msg): ApiJson<UserMessage>,
 ) -> Result<axum::Json<MessageResult>, ApiError> {
     crate::conversations::check_id(&id)?;
+    if let Some(bad) = msg
+        .values
+        .keys()
+        .find(|k| k.is_empty() || k.starts_with("callout."))
+    {
+        return Err(ApiError::bad_request(format!(
+            "values: {bad:?} is not a variable name an agent may set (empty, or in the host's reserved callout. namespace)"
+        )));
+    }
     Ok(axum::Json(state.chat.message(Some(&id), msg).await?))
 }
 
 /// Ends a conversation: every chat-end action is handed the transcript and the variables.
 /// Ending twice delivers once (the second answer has no deliveries).
 #[utoipa::path(post, path = "/v1/conversations/{id}/end", tag = "conversations", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The conversation id")),
+    params(ConversationPath),
     responses(
         (status = 200, description = "The chat-end deliveries", body = EndResponse),
         (status = 400, description = "A malformed id", body = ErrorBody),
@@ -442,7 +479,7 @@ pub async fn end(
 
 /// A conversation: variables and transcript.
 #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The conversation id")),
+    params(ConversationPath),
     responses(
         (status = 200, description = "The conversation", body = ConversationView),
         (status = 400, description = "A malformed id", body = ErrorBody),
@@ -504,7 +541,7 @@ pub async fn admin_list(State(state): State<AppState>) -> axum::Json<AdminAction
 /// bad one is rejected with the reason and the old version keeps serving. Calls in flight
 /// finish on the version they started with.
 #[utoipa::path(put, path = "/v1/admin/actions/{name}", tag = "admin", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The action's name (must match the manifest's)")),
+    params(ActionPath),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Installed and serving", body = ActionInfo),
@@ -548,7 +585,7 @@ pub async fn admin_put(
 
 /// Removes an action. Calls in flight finish.
 #[utoipa::path(delete, path = "/v1/admin/actions/{name}", tag = "admin", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The action's name")),
+    params(ActionPath),
     responses(
         (status = 204, description = "Removed"),
         (status = 401, description = "No valid API key", body = ErrorBody),
