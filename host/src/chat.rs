@@ -14,9 +14,9 @@
 //! 4. an outcome's variables are merged into the conversation, and its reply (or the fallback
 //!    message of its error policy) is stored as the agent's line.
 //!
-//! Ending a conversation ([`Chat::end`]) hands every chat-end action its inputs, the transcript
-//! and the variables, and delivers it now. (A durable outbox with retries across restarts is
-//! the next step; it will sit behind the same method.)
+//! Ending a conversation ([`Chat::end`]) writes one durable outbox delivery per chat-end action
+//! (its inputs, the transcript and the variables), in the same transaction that ends it; the
+//! delivery workers ([`crate::delivery`]) call the actions, retrying until they succeed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,9 +24,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::call::{Call, Failure, Outcome, Role, Trigger};
-use crate::conversations::{ConversationStore, StoreError};
+use crate::call::{Call, Failure, Outcome, Role, TranscriptLine, Trigger};
+use crate::conversations::{ConversationStore, StoreError, check_id};
+use crate::delivery::{Deliverer, Payload};
 use crate::manifest::TriggerKind;
+use crate::outbox::{ConversationSnapshot, EndOutcome, NewDelivery, OutboxError, Plan};
 use crate::registry::Actions;
 
 /// The conversation variable that lists actions waiting for input.
@@ -81,6 +83,7 @@ pub struct MessageResult {
 pub struct Chat {
     store: ConversationStore,
     actions: Arc<Actions>,
+    deliverer: Arc<Deliverer>,
 }
 
 impl Chat {
@@ -90,11 +93,22 @@ impl Chat {
     /// When the database cannot be opened.
     /// Each message and each end works on the actions current when it starts
     /// ([`Actions::snapshot`]), so a hot reload never changes the set halfway through.
-    pub fn open(db: &Path, actions: Arc<Actions>) -> Result<Self, StoreError> {
+    /// Chat-end deliveries go to `deliverer`'s outbox (which must use the same database).
+    pub fn open(
+        db: &Path,
+        actions: Arc<Actions>,
+        deliverer: Arc<Deliverer>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             store: ConversationStore::open(db)?,
             actions,
+            deliverer,
         })
+    }
+
+    /// The delivery workers and their outbox.
+    pub fn deliverer(&self) -> &Arc<Deliverer> {
+        &self.deliverer
     }
 
     /// The store, for reading conversations.
@@ -201,46 +215,161 @@ impl Chat {
         })
     }
 
-    /// Ends conversation `id` and delivers every chat-end action with the transcript and the
-    /// variables. Ending twice delivers once.
+    /// Ends conversation `id` and hands every chat-end action to the durable outbox: ending
+    /// the conversation and writing one delivery per chat-end action (its inputs, the
+    /// variables and the transcript as they are now, and a fresh idempotency key) commit in one
+    /// transaction, so a crash either loses both or neither. The workers deliver them
+    /// ([`crate::delivery::Deliverer`]). Ending twice enqueues once: the second answer is
+    /// `already_ended` with no deliveries.
     ///
     /// # Errors
-    /// An unknown conversation or a database error.
-    pub async fn end(&self, id: &str) -> Result<Vec<Turn>, StoreError> {
-        if !self.store.end(id)? {
-            return Ok(Vec::new());
-        }
-        let conv = self
-            .store
-            .get(id)?
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+    /// An unknown conversation, an invalid id, or a database error.
+    pub async fn end(&self, id: &str) -> Result<Ended, StoreError> {
+        check_id(id)?;
         let registry = self.actions.snapshot();
-        let mut turns = Vec::new();
-        for plugin in registry.plugins() {
-            if plugin.manifest().raw.trigger.kind != TriggerKind::ChatEnd {
-                continue;
+        let plans: Vec<(String, Vec<String>, Value)> = registry
+            .plugins()
+            .filter(|p| p.manifest().raw.trigger.kind == TriggerKind::ChatEnd)
+            .map(|p| {
+                (
+                    p.name().to_string(),
+                    p.input_names(),
+                    p.descriptor().input_schema.clone(),
+                )
+            })
+            .collect();
+        let plan: Plan = Box::new(move |snap: &ConversationSnapshot| {
+            let transcript: Vec<TranscriptLine> = snap
+                .messages
+                .iter()
+                .map(|m| TranscriptLine {
+                    role: serde_json::from_value(Value::String(m.role.clone()))
+                        .unwrap_or(Role::System),
+                    text: m.text.clone(),
+                    at_ms: m.at_ms,
+                })
+                .collect();
+            plans
+                .iter()
+                .map(|(name, input_names, schema)| {
+                    let mut inputs = pick(&snap.variables, input_names);
+                    crate::inputs::coerce(&mut inputs, schema);
+                    let payload = Payload {
+                        inputs,
+                        variables: public(&snap.variables),
+                        transcript: transcript.clone(),
+                    };
+                    NewDelivery {
+                        action: name.clone(),
+                        conversation_id: Some(snap.id.clone()),
+                        payload: serde_json::to_value(payload).unwrap_or(Value::Null),
+                    }
+                })
+                .collect()
+        });
+        let outcome = self
+            .deliverer
+            .store()
+            .end_and_enqueue(id, plan)
+            .await
+            .map_err(|e| match e {
+                OutboxError::ConversationNotFound(id) => StoreError::NotFound(id),
+                other => StoreError::Db {
+                    path: self.store.path().to_path_buf(),
+                    message: other.to_string(),
+                },
+            })?;
+        Ok(match outcome {
+            EndOutcome::Ended { deliveries, .. } => {
+                self.deliverer.wake();
+                Ended {
+                    already_ended: false,
+                    deliveries,
+                }
             }
-            let mut inputs = pick(&conv.variables, &plugin.input_names());
-            crate::inputs::coerce(&mut inputs, &plugin.descriptor().input_schema);
-            let call = Call {
-                trigger: Trigger::ChatEnd,
-                inputs,
-                conversation_id: Some(id.to_string()),
-                variables: public(&conv.variables),
-                transcript: Some(conv.messages.clone()),
-                idempotency_key: Some(delivery_id(id, plugin.name())),
-                ..Call::default()
-            };
-            turns.push(turn(plugin.name(), plugin.invoke(call).await));
+            EndOutcome::AlreadyEnded { .. } => Ended {
+                already_ended: true,
+                deliveries: Vec::new(),
+            },
+        })
+    }
+
+    /// Waits until each of `ids` is done or dead-lettered, or `timeout` passes, and returns
+    /// them as they are then (for the CLI, the demo and tests; a server answers at once).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn wait_delivered(
+        &self,
+        ids: &[crate::outbox::DeliveryId],
+        timeout: std::time::Duration,
+    ) -> Result<Vec<crate::outbox::DeliveryDetail>, crate::outbox::OutboxError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut all = Vec::new();
+            for id in ids {
+                if let Some(d) = self.deliverer.store().get(*id)? {
+                    all.push(d);
+                }
+            }
+            let finished = all.iter().all(|d| {
+                matches!(
+                    d.delivery.state,
+                    crate::outbox::State::Done | crate::outbox::State::Dead
+                )
+            });
+            if finished || std::time::Instant::now() >= deadline {
+                return Ok(all);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Ok(turns)
     }
 }
 
-/// The id of the chat-end delivery of `action` for conversation `id`: the idempotency key every
-/// attempt of that delivery sends.
-pub fn delivery_id(id: &str, action: &str) -> String {
-    format!("{id}:{action}")
+impl Chat {
+    /// Ends the conversation and waits (up to `timeout`) until its deliveries are done or
+    /// dead-lettered: for the CLI and the demo, which run the workers in-process and show the
+    /// result. A server answers at once instead ([`Chat::end`]).
+    ///
+    /// # Errors
+    /// As [`Chat::end`], or an outbox read error.
+    pub async fn end_and_wait(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Vec<crate::outbox::DeliveryDetail>> {
+        let ended = self.end(id).await?;
+        let ids: Vec<_> = ended.deliveries.iter().map(|d| d.id).collect();
+        Ok(self.wait_delivered(&ids, timeout).await?)
+    }
+}
+
+/// One line for a delivery's outcome: `done (attempt 1)`, or its state and last error.
+pub fn describe_delivery(d: &crate::outbox::DeliveryDetail) -> String {
+    let del = &d.delivery;
+    match del.state {
+        crate::outbox::State::Done => format!(
+            "delivered (attempt {}, Idempotency-Key {})",
+            del.attempts, del.idempotency_key
+        ),
+        state => format!(
+            "{state} after {} attempt(s){}",
+            del.attempts,
+            del.last_error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// What ending a conversation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ended {
+    /// The conversation had ended before; nothing was enqueued this time.
+    pub already_ended: bool,
+    /// The deliveries written, one per chat-end action, with their ids and idempotency keys.
+    pub deliveries: Vec<crate::outbox::Enqueued>,
 }
 
 /// The variables named like the action's inputs.

@@ -30,6 +30,50 @@ pub struct HostConfig {
     pub secrets_file: Option<PathBuf>,
     /// `callout serve` and `callout mcp`: listen address, API keys, reload and shutdown.
     pub server: ServerSettings,
+    /// The durable outbox of chat-end deliveries.
+    pub outbox: OutboxSettings,
+}
+
+/// `[outbox]`: how chat-end deliveries are stored and retried.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSettings {
+    /// `normal`: an accepted delivery survives a crash (SIGKILL) of the host (SQLite WAL with
+    /// synchronous=NORMAL). `full`: it also survives a power loss or an OS crash (every commit
+    /// is synced to disk; slower). Default: `normal`.
+    pub durability: String,
+    /// Delivery workers (attempts in flight at once). Default: 4.
+    pub workers: usize,
+    /// How long a worker owns a claimed delivery, in milliseconds; an attempt not recorded by
+    /// then (its host crashed) is made again. Keep it above the actions' deadlines.
+    /// Default: 60 000.
+    pub lease_ms: u64,
+    /// How often idle workers look for due deliveries, in milliseconds (new deliveries wake
+    /// them at once). Default: 1 000.
+    pub poll_ms: u64,
+    /// The first retry delay, in milliseconds; it doubles per failure, with jitter.
+    /// Default: 1 000.
+    pub retry_base_ms: u64,
+    /// The longest retry delay (unless Retry-After asks for more), in milliseconds.
+    /// Default: 3 600 000 (1 h).
+    pub retry_max_delay_ms: u64,
+    /// How long after it was accepted a delivery is still retried, in milliseconds; then it is
+    /// dead-lettered. Default: 86 400 000 (24 h).
+    pub retry_max_age_ms: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            durability: "normal".into(),
+            workers: 4,
+            lease_ms: 60_000,
+            poll_ms: 1_000,
+            retry_base_ms: 1_000,
+            retry_max_delay_ms: 3_600_000,
+            retry_max_age_ms: 86_400_000,
+        }
+    }
 }
 
 /// `[server]`: settings of `callout serve`.
@@ -216,6 +260,26 @@ impl HostConfig {
                 "pool.max_memory_mb = {} is out of range; use 1 to 4096",
                 config.pool.max_memory_mb
             ));
+        }
+        if !matches!(config.outbox.durability.as_str(), "normal" | "full") {
+            return Err(format!(
+                "outbox.durability = {:?}; use \"normal\" (survives a crash of the host) or \"full\" (also a power loss)",
+                config.outbox.durability
+            ));
+        }
+        if config.outbox.workers == 0 || config.outbox.workers > 256 {
+            return Err(format!(
+                "outbox.workers = {} is out of range; use 1 to 256",
+                config.outbox.workers
+            ));
+        }
+        if config.outbox.lease_ms < 100
+            || config.outbox.poll_ms == 0
+            || config.outbox.retry_base_ms == 0
+        {
+            return Err(
+                "outbox.lease_ms must be at least 100, and outbox.poll_ms and outbox.retry_base_ms at least 1".into(),
+            );
         }
         if config.http.connect_timeout_ms == 0 || config.http.connect_timeout_ms > 30_000 {
             return Err(format!(

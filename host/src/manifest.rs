@@ -100,12 +100,27 @@ pub struct RawManifest {
     /// How failures are handled: retries, fallback messages, asking again.
     #[serde(default)]
     pub on_error: Option<crate::error_policy::OnErrorSpec>,
+    /// Standard Webhooks signing of every outbound request: `[signing] secret = "NAME"`.
+    #[serde(default)]
+    pub signing: Option<SigningSpec>,
     /// The built-in "Send API Request" only: method, URL, headers and body templates.
     #[serde(default)]
     pub request: Option<toml::Table>,
     /// The built-in "Send API Request" only: response mapping and reply template.
     #[serde(default)]
     pub response: Option<toml::Table>,
+}
+
+/// `[signing]`: sign every outbound request of the action the Standard Webhooks way
+/// (`webhook-id` = the call's idempotency key, `webhook-timestamp`, `webhook-signature` =
+/// `v1,` + base64 HMAC-SHA256), so the receiver can check that it came from this host and was
+/// not replayed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSpec {
+    /// A secret of `[secrets]` whose value is the signing key, `whsec_` + base64 (as Standard
+    /// Webhooks libraries print it). The key is the host's: the plugin never sees it.
+    pub secret: String,
 }
 
 /// `[trigger]`: when the action fires besides tool calls (always possible).
@@ -698,6 +713,15 @@ impl Manifest {
                  set trigger.kind = \"on-prompt\" or remove them"
                     .to_string(),
             ));
+        }
+
+        if let Some(signing) = &raw.signing
+            && !secrets.contains_key(&signing.secret)
+        {
+            return Err(err(format!(
+                "signing.secret = {:?} is not declared; add [secrets.{}] with from = \"env:...\" or \"file:...\" holding the whsec_ key",
+                signing.secret, signing.secret
+            )));
         }
 
         Ok(Self {

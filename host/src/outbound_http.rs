@@ -197,6 +197,7 @@ pub struct ActionHttp {
     secrets: BTreeMap<String, SecretGrant>,
     bindings: Vec<policy::SecretBinding>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    signing: Option<String>,
 }
 
 impl ActionHttp {
@@ -209,7 +210,14 @@ impl ActionHttp {
             secrets,
             bindings,
             in_flight,
+            signing: None,
         }
+    }
+
+    /// Signs every request with the key held by the secret `name` (`[signing] secret`).
+    pub fn with_signing(mut self, name: Option<String>) -> Self {
+        self.signing = name;
+        self
     }
 }
 
@@ -247,6 +255,8 @@ struct Prepared {
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
     timeout: Duration,
+    /// The call's idempotency key: the `webhook-id` when the action signs its requests.
+    webhook_id: String,
 }
 
 impl Prepared {
@@ -351,7 +361,16 @@ impl ActionHttp {
         let prepared = Prepared {
             method,
             target,
-            headers: req.headers,
+            // The host signs; a plugin's own webhook-* headers would be confusable with it.
+            headers: if self.signing.is_some() {
+                req.headers
+                    .into_iter()
+                    .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("webhook-"))
+                    .collect()
+            } else {
+                req.headers
+            },
+            webhook_id: String::new(),
             body: req.body,
             timeout: Duration::from_millis(
                 req.timeout_ms
@@ -452,7 +471,10 @@ impl wit::Host for InstanceState {
             .grants
             .prepare(req, self.http.dev_loopback(), &self.call_secrets)
         {
-            Ok(p) => p,
+            Ok(mut p) => {
+                p.webhook_id = self.idempotency_key.clone();
+                p
+            }
             Err(e) => {
                 let target = Target::parse(&raw_url).ok();
                 self.audit(
@@ -650,6 +672,10 @@ impl InstanceState {
         };
         self.grants
             .prepare(req, self.http.dev_loopback(), &self.call_secrets)
+            .map(|mut p| {
+                p.webhook_id = from.webhook_id.clone();
+                p
+            })
             .map_err(|e| match e {
                 wit::HttpError::Denied(d) => wit::HttpError::Denied(wit::Denial {
                     message: format!("redirect to {}: {}", next_redacted(&next), d.message),
@@ -821,13 +847,44 @@ async fn execute(
             .map_err(|m| unavailable(&format!("header {name:?}"), m))?;
         builder = builder.header(name.as_str(), value);
     }
-    if let Some(body) = &p.body {
-        let body = match std::str::from_utf8(body) {
+    let body = match &p.body {
+        Some(body) => Some(match std::str::from_utf8(body) {
             Ok(text) if text.contains("{{") => policy::secrets::render(text, lookup)
                 .map_err(|m| unavailable("the body", m))?
                 .into_bytes(),
             _ => body.clone(),
-        };
+        }),
+        None => None,
+    };
+    if let Some(name) = &action.signing {
+        // Standard Webhooks: the same id on every attempt, a fresh timestamp, the signature
+        // over the exact bytes sent.
+        let key = lookup(name).ok_or_else(|| {
+            unavailable(&format!("signing key {name:?}"), "it has no value".into())
+        })?;
+        let secret = crate::outbox::signing::SigningSecret::parse(&key).map_err(|e| {
+            denied(
+                "signing-key-invalid",
+                format!("the signing key in secret {name:?} is not a whsec_ key: {e}"),
+            )
+        })?;
+        let timestamp = crate::db::now_ms() / 1000;
+        let signature = secret
+            .sign(
+                &p.webhook_id,
+                timestamp,
+                body.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| denied("signing-key-invalid", e.to_string()))?;
+        builder = builder
+            .header(crate::outbox::signing::HEADER_ID, p.webhook_id.as_str())
+            .header(
+                crate::outbox::signing::HEADER_TIMESTAMP,
+                timestamp.to_string(),
+            )
+            .header(crate::outbox::signing::HEADER_SIGNATURE, signature);
+    }
+    if let Some(body) = body {
         builder = builder.body(body);
     }
     let response = builder.send().await.map_err(map_reqwest_error)?;

@@ -244,10 +244,10 @@ impl Runtime {
             .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?;
         let name: Arc<str> = Arc::from(manifest.name());
         let config = Arc::new(manifest.config.clone());
-        let http = Arc::new(ActionHttp::new(
-            manifest.http.clone(),
-            manifest.secrets.clone(),
-        ));
+        let http = Arc::new(
+            ActionHttp::new(manifest.http.clone(), manifest.secrets.clone())
+                .with_signing(manifest.raw.signing.as_ref().map(|s| s.secret.clone())),
+        );
         let mut plugin = Plugin {
             name,
             pre,
@@ -425,6 +425,33 @@ impl Plugin {
             .as_object()
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Checks `inputs` against the input gate without calling anything: what a call with them
+    /// would still need. Callers that schedule attempts themselves (the outbox) check once,
+    /// then use [`Plugin::invoke_once`].
+    ///
+    /// # Errors
+    /// Every missing or invalid field, with the question to ask.
+    pub fn check_inputs(
+        &self,
+        inputs: &Map<String, Value>,
+    ) -> Result<(), Vec<crate::inputs::NeededInput>> {
+        match &self.gate {
+            Some(gate) => gate.check(inputs),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the action's `[on_error]` retries failures of this class (default: timeout,
+    /// connect, server-error, rate-limited). The outbox retries exactly these, on its own
+    /// schedule.
+    pub fn retries(&self, failure: &Failure) -> bool {
+        self.manifest
+            .on_error
+            .retry
+            .on
+            .contains(&crate::error_policy::classify(failure))
     }
 
     /// Whether the component came from the compile cache.
@@ -655,17 +682,18 @@ impl Plugin {
     /// durable outbox) that schedule retries themselves.
     pub async fn invoke_once(&self, call: Call) -> CallReport {
         let started = Instant::now();
-        let scope = CallScope {
-            dry_run: call.dry_run,
-            conversation_id: call.conversation_id.clone(),
-            secrets: CallSecrets::from_user_text(user_text(&call).iter().map(String::as_str)),
-            mock: call.mock.clone(),
-        };
         let key = call
             .idempotency_key
             .clone()
             .filter(|k| !k.is_empty())
             .unwrap_or_else(new_idempotency_key);
+        let scope = CallScope {
+            dry_run: call.dry_run,
+            conversation_id: call.conversation_id.clone(),
+            secrets: CallSecrets::from_user_text(user_text(&call).iter().map(String::as_str)),
+            mock: call.mock.clone(),
+            idempotency_key: key.clone(),
+        };
         let invocation = bindings::Invocation {
             action: self.name.to_string(),
             trigger: match call.trigger {

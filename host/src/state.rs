@@ -30,6 +30,8 @@ pub struct CallScope {
     pub secrets: CallSecrets,
     /// Answer requests from this mock instead of sending them.
     pub mock: Option<Arc<crate::call::MockResponse>>,
+    /// The call's idempotency key (the `webhook-id` of signed requests).
+    pub idempotency_key: String,
 }
 
 /// Per-call state: the `T` of `Store<T>`.
@@ -54,6 +56,8 @@ pub struct InstanceState {
     pub call_secrets: CallSecrets,
     /// The mock answering this call's requests, if any.
     pub mock: Option<Arc<crate::call::MockResponse>>,
+    /// The call's idempotency key.
+    pub idempotency_key: String,
     /// Requests recorded in dry-run.
     pub recorded: Vec<RecordedRequest>,
     /// Requests made in this call.
@@ -100,6 +104,7 @@ impl InstanceState {
             conversation_id: call.conversation_id,
             call_secrets: call.secrets,
             mock: call.mock,
+            idempotency_key: call.idempotency_key,
             recorded: Vec::new(),
             requests: Vec::new(),
             stdout,

@@ -371,8 +371,8 @@ fn chat_drives_a_conversation_from_piped_stdin() {
     for want in [
         "agent [order-status needs-input]: What is your 6-digit order number?",
         "agent [order-status ok]: Order 123456 has shipped",
-        "(conversation ended; 1 chat-end action(s) delivered)",
-        "agent [crm-lead ok]: Thanks Ada Lovelace",
+        "(conversation ended; 1 chat-end delivery(ies) in the outbox)",
+        "outbox [crm-lead done]: delivered (attempt 1, Idempotency-Key ",
     ] {
         assert!(
             stdout.contains(want),

@@ -305,7 +305,7 @@ fn callout_demo_runs_the_four_scenarios_and_the_back_end_saw_each_token() {
         "agent [order-status ok]: Order 123456 has shipped",
         "(demo): the membership API now answers 503",
         "agent [membership-verify failed]: Sorry, I can't check memberships right now.",
-        "agent [crm-lead ok]: Thanks Ada Lovelace",
+        "outbox [crm-lead done]: delivered (attempt 1, Idempotency-Key ",
     ] {
         assert!(
             stdout.contains(want),

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use callout::call::UpstreamKind;
 use callout::chat::{Chat, MessageResult, UserMessage};
@@ -185,13 +186,19 @@ impl Wired {
             .await
     }
 
-    /// Conversations over these actions, stored in the data dir's database.
+    /// Conversations over these actions, stored in the data dir's database, with the outbox's
+    /// delivery workers running until the test ends.
     fn chat(&self) -> Chat {
-        Chat::open(
-            &self.data.path().join(callout::audit::DB_FILE),
-            std::sync::Arc::new(callout::registry::Actions::new(self.registry.clone())),
-        )
-        .unwrap()
+        let db = self.data.path().join(callout::audit::DB_FILE);
+        let actions = Arc::new(callout::registry::Actions::new(self.registry.clone()));
+        let deliverer =
+            Arc::new(callout::server::open_outbox(&self._runtime, &db, actions.clone()).unwrap());
+        tokio::spawn(
+            deliverer
+                .clone()
+                .run(tokio_util::sync::CancellationToken::new()),
+        );
+        Chat::open(&db, actions, deliverer).unwrap()
     }
 
     /// What the back end has received so far.
@@ -523,22 +530,26 @@ async fn a_secret_placeholder_typed_in_the_chat_keeps_the_token_out_of_the_chat_
         )
         .await
         .unwrap();
-    let turns = chat.end(&r.conversation_id).await.unwrap();
-    assert_eq!(turns.len(), 1, "{turns:#?}");
-    assert_eq!(
-        (turns[0].action.as_str(), turns[0].status),
-        ("crm-lead", "failed")
-    );
+    let done = chat
+        .end_and_wait(&r.conversation_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1, "{done:#?}");
+    let d = &done[0].delivery;
+    assert_eq!(d.action, "crm-lead");
     // The host cannot tell the plugin's own placeholder from the user's copy in the
-    // transcript, so it sends neither: the delivery is denied, never retried.
+    // transcript, so it sends neither: the delivery is denied and dead-lettered at once, never
+    // retried.
+    assert_eq!(d.state, callout::outbox::State::Dead, "{d:#?}");
     assert!(
-        matches!(&turns[0].error, Some(Failure::Denied { code, .. }) if code == "secret-not-allowed"),
-        "{:?}",
-        turns[0].error
+        d.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("secret-not-allowed")),
+        "{d:#?}"
     );
-    assert_eq!(turns[0].attempts, 1);
+    assert_eq!(d.attempts, 1);
     assert!(w.received().is_empty(), "{:#?}", w.received());
-    let text = serde_json::to_string(&turns).unwrap();
+    let text = serde_json::to_string(&done).unwrap();
     assert!(!text.contains(w.backend.token()), "{text}");
 }
 
@@ -973,15 +984,16 @@ async fn ending_a_chat_delivers_the_collected_lead_once() {
     );
     let id = r.conversation_id;
 
-    let turns = chat.end(&id).await.unwrap();
-    assert_eq!(turns.len(), 1, "{turns:#?}");
+    let done = chat
+        .end_and_wait(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1, "{done:#?}");
+    let d = &done[0].delivery;
     assert_eq!(
-        (turns[0].action.as_str(), turns[0].status),
-        ("crm-lead", "ok")
-    );
-    assert_eq!(
-        turns[0].say.as_deref(),
-        Some("Thanks Ada Lovelace, our team will be in touch at ada@example.com.")
+        (d.action.as_str(), d.state),
+        ("crm-lead", callout::outbox::State::Done),
+        "{d:#?}"
     );
     let got = w.received();
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -992,8 +1004,8 @@ async fn ending_a_chat_delivers_the_collected_lead_once() {
     assert_eq!(got[0].status, 201);
     assert_eq!(
         got[0].idempotency_key.as_deref(),
-        Some(format!("{id}:crm-lead").as_str()),
-        "the delivery's key is stable for the conversation"
+        Some(d.idempotency_key.as_str()),
+        "the delivery sends the key made when it was enqueued"
     );
     let body: Value = serde_json::from_str(&got[0].body).unwrap();
     assert_eq!(
@@ -1001,8 +1013,9 @@ async fn ending_a_chat_delivers_the_collected_lead_once() {
         json!({"name": "Ada Lovelace", "email": "ada@example.com", "company": "Analytical Engines Ltd"})
     );
 
+    let again = chat.end(&id).await.unwrap();
     assert!(
-        chat.end(&id).await.unwrap().is_empty(),
+        again.already_ended && again.deliveries.is_empty(),
         "a second end delivers nothing"
     );
     assert_eq!(w.received().len(), 1);
@@ -1031,8 +1044,18 @@ async fn ending_a_chat_without_an_email_asks_for_it_instead_of_delivering() {
         )
         .await
         .unwrap();
-    let turns = chat.end(&r.conversation_id).await.unwrap();
-    assert_eq!(turns.len(), 1);
-    assert_eq!(turns[0].status, "needs-input");
+    let done = chat
+        .end_and_wait(&r.conversation_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    // The conversation never collected the email: nothing is called, and the operator sees
+    // why in the dead letter.
+    let d = &done[0].delivery;
+    assert_eq!(d.state, callout::outbox::State::Dead, "{d:#?}");
+    assert!(
+        d.last_error.as_deref().is_some_and(|e| e.contains("email")),
+        "{d:#?}"
+    );
     assert!(w.received().is_empty(), "{:#?}", w.received());
 }

@@ -11,5 +11,7 @@ mod hostile;
 mod http;
 mod loading;
 mod mcp_protocol;
+mod outbox_crash;
 mod server;
+mod signing;
 mod ssrf;

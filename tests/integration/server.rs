@@ -529,17 +529,66 @@ async fn conversations_fire_on_prompt_actions_and_deliver_chat_end_ones() {
         .unwrap();
     let deliveries = end["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 1, "{end}");
+    assert_eq!(end["already_ended"], false);
     assert_eq!(deliveries[0]["action"], "crm-lead");
-    assert_eq!(deliveries[0]["id"], "c-1:crm-lead");
-    assert_eq!(deliveries[0]["status"], "ok", "{end}");
+    let key = deliveries[0]["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = deliveries[0]["id"].as_i64().unwrap();
+    // Accepted into the outbox; the workers deliver it with its key.
+    wait_until("the lead is delivered", || async {
+        s.backend
+            .received()
+            .iter()
+            .any(|r| r.path == "/crm/leads" && r.idempotency_key.as_deref() == Some(key.as_str()))
+    })
+    .await;
     let lead = s
         .backend
         .received()
         .into_iter()
         .find(|r| r.path == "/crm/leads")
-        .expect("lead sent");
-    assert_eq!(lead.idempotency_key.as_deref(), Some("c-1:crm-lead"));
+        .unwrap();
     assert!(lead.authorized);
+    wait_until("the delivery is recorded as done", || async {
+        let d: Value = s
+            .get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        d["delivery"]["state"] == "done"
+    })
+    .await;
+    let d: Value = s
+        .get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["attempts"][0]["attempt"], 1, "{d}");
+    assert_eq!(d["delivery"]["idempotency_key"], key.as_str());
+    let list: Value = s
+        .get("/v1/admin/outbox?state=done", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["counts"]["done"], 1, "{list}");
+    assert_eq!(list["deliveries"][0]["id"], id);
+    let r = s
+        .get("/v1/admin/outbox?state=lost", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     // The conversation is readable; ended ones take no more messages; ending twice delivers once.
     let conv: Value = s

@@ -56,10 +56,18 @@ impl ChatArgs {
             let (runtime, registry) = global.registry().await?;
             (None, Some(runtime), Arc::new(registry))
         };
-        let chat = Chat::open(
-            &global.data_dir.join(crate::audit::DB_FILE),
-            Arc::new(Actions::new(registry)),
-        )?;
+        let db = global.data_dir.join(crate::audit::DB_FILE);
+        let actions = Arc::new(Actions::new(registry));
+        let runtime = match (&_demo, &_runtime) {
+            (Some(d), _) => &d.runtime,
+            (None, Some(r)) => r,
+            (None, None) => unreachable!("one of the two is set above"),
+        };
+        let deliverer = Arc::new(crate::server::open_outbox(runtime, &db, actions.clone())?);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _stop_workers = stop.clone().drop_guard();
+        tokio::spawn(deliverer.clone().run(stop));
+        let chat = Chat::open(&db, actions, deliverer)?;
         let id = chat.store().start(self.conversation.as_deref())?;
         println!(
             "conversation {id}: type a message; /intent NAME, /set KEY VALUE, /vars, /end, /quit"
@@ -91,12 +99,21 @@ impl ChatArgs {
                             chat.store()
                                 .merge_variables(&id, &std::mem::take(&mut values))?;
                         }
-                        let turns = chat.end(&id).await?;
+                        let done = chat
+                            .end_and_wait(&id, std::time::Duration::from_secs(30))
+                            .await?;
                         println!(
-                            "(conversation ended; {} chat-end action(s) delivered)",
-                            turns.len()
+                            "(conversation ended; {} chat-end delivery(ies) in the outbox)",
+                            done.len()
                         );
-                        turns.iter().for_each(print_turn);
+                        for d in &done {
+                            println!(
+                                "outbox [{} {}]: {}",
+                                d.delivery.action,
+                                d.delivery.state,
+                                crate::chat::describe_delivery(d)
+                            );
+                        }
                         break;
                     }
                     _ => println!("commands: /intent NAME, /set KEY VALUE, /vars, /end, /quit"),

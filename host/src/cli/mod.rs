@@ -18,6 +18,7 @@ pub mod demo;
 pub mod invoke;
 pub mod list;
 pub mod mcp;
+pub mod outbox;
 pub mod serve;
 pub mod test;
 pub mod tools;
@@ -91,6 +92,8 @@ pub enum Command {
     Tools(tools::ToolsArgs),
     /// Serve the actions as MCP tools over stdio.
     Mcp(mcp::McpArgs),
+    /// The durable outbox of chat-end deliveries: list, show, retry, purge.
+    Outbox(outbox::OutboxArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -174,6 +177,7 @@ impl Cli {
             Command::Serve(c) => c.run(&self.global).await,
             Command::Tools(c) => c.run(&self.global).await,
             Command::Mcp(c) => c.run(&self.global).await,
+            Command::Outbox(c) => c.run(&self.global).await,
         }
     }
 }

@@ -61,7 +61,15 @@ impl Demo {
     pub async fn conversation(&self, db: &Path) -> anyhow::Result<Vec<Line>> {
         use crate::chat::{Chat, UserMessage};
         let actions = std::sync::Arc::new(crate::registry::Actions::new(self.registry.clone()));
-        let chat = Chat::open(db, actions)?;
+        let deliverer = std::sync::Arc::new(crate::server::open_outbox(
+            &self.runtime,
+            db,
+            actions.clone(),
+        )?);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _stop_workers = stop.clone().drop_guard();
+        tokio::spawn(deliverer.clone().run(stop));
+        let chat = Chat::open(db, actions, deliverer)?;
         let id = chat.store().start(None)?;
         let mut lines = Vec::new();
         let say = |lines: &mut Vec<Line>, turns: &[crate::chat::Turn]| {
@@ -120,10 +128,17 @@ impl Demo {
             .set_mode(backend::Api::Memberships, backend::Mode::Normal);
         lines.push(Line {
             speaker: "(chat ends)".into(),
-            text: "chat-end actions are delivered".into(),
+            text: "chat-end actions go to the durable outbox and are delivered".into(),
         });
-        let turns = chat.end(&id).await?;
-        say(&mut lines, &turns);
+        for d in chat
+            .end_and_wait(&id, std::time::Duration::from_secs(30))
+            .await?
+        {
+            lines.push(Line {
+                speaker: format!("outbox [{} {}]", d.delivery.action, d.delivery.state),
+                text: crate::chat::describe_delivery(&d),
+            });
+        }
         Ok(lines)
     }
 }

@@ -21,6 +21,10 @@ use super::error::{ApiError, ApiJson, ErrorBody};
 use super::loader::{ChangeError, ScanReport};
 use crate::call::{Call, Failure, MockResponse, RecordedRequest, SentRequest, Trigger};
 use crate::chat::{MessageResult, Turn, UserMessage};
+use crate::outbox::{
+    Counts, Delivery as OutboxDelivery, DeliveryDetail as OutboxDeliveryDetail, Enqueued,
+    ListFilter, PurgeFilter, State as DeliveryState,
+};
 use crate::plugin::Plugin;
 
 /// The `{id}` of the conversation routes.
@@ -194,18 +198,60 @@ pub struct TestResponse {
 pub struct EndResponse {
     /// The conversation.
     pub conversation_id: String,
-    /// One per chat-end action, with its delivery id (the idempotency key it is sent with).
-    pub deliveries: Vec<Delivery>,
+    /// True when it had ended before: nothing was enqueued this time.
+    pub already_ended: bool,
+    /// The deliveries accepted into the durable outbox, one per chat-end action: committed
+    /// before this answer, delivered by the workers (retried until they succeed). Each is
+    /// `{"id", "idempotency_key", "action"}`.
+    pub deliveries: Vec<Enqueued>,
 }
 
-/// One chat-end delivery.
+/// Outbox entries and the count in each state.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Delivery {
-    /// The delivery's id; the action sends it as `Idempotency-Key`.
-    pub id: String,
-    /// What the delivery did.
-    #[serde(flatten)]
-    pub turn: Turn,
+pub struct OutboxList {
+    /// Newest first: id, idempotency_key, action, conversation_id, payload, state, attempts,
+    /// created_at_ms, updated_at_ms, due_at_ms, last_error.
+    pub deliveries: Vec<OutboxDelivery>,
+    /// How many entries are in each state: pending, in_flight, retrying, done, dead.
+    pub counts: Counts,
+}
+
+/// Which outbox entries to list.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OutboxQuery {
+    /// Only this state: pending, in_flight, retrying, done or dead.
+    pub state: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this conversation.
+    pub conversation_id: Option<String>,
+    /// Only ids below this (paging: the last id of the previous page).
+    pub before: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// What to purge.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// Delete delivered entries.
+    #[serde(default)]
+    pub done: bool,
+    /// Delete dead letters.
+    #[serde(default)]
+    pub dead: bool,
+    /// Only entries that finished more than this many ms ago.
+    #[serde(default)]
+    pub older_than_ms: Option<u64>,
+}
+
+/// How many entries were purged.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PurgeResponse {
+    /// The number deleted.
+    pub purged: u64,
 }
 
 /// A conversation.
@@ -461,20 +507,157 @@ pub async fn end(
     Path(id): Path<String>,
 ) -> Result<axum::Json<EndResponse>, ApiError> {
     crate::conversations::check_id(&id)?;
-    if state.chat.store().get(&id)?.is_none() {
-        return Err(crate::conversations::StoreError::NotFound(id).into());
-    }
-    let turns = state.chat.end(&id).await?;
+    let ended = state.chat.end(&id).await?;
     Ok(axum::Json(EndResponse {
-        deliveries: turns
-            .into_iter()
-            .map(|turn| Delivery {
-                id: crate::chat::delivery_id(&id, &turn.action),
-                turn,
-            })
-            .collect(),
         conversation_id: id,
+        already_ended: ended.already_ended,
+        deliveries: ended.deliveries,
     }))
+}
+
+fn outbox_error(e: crate::outbox::OutboxError) -> ApiError {
+    ApiError::internal(e)
+}
+
+/// The outbox: entries by state, action or conversation, and the counts.
+#[utoipa::path(get, path = "/v1/admin/outbox", tag = "admin", security(("bearer" = [])),
+    params(OutboxQuery),
+    responses(
+        (status = 200, description = "Entries, newest first, and counts", body = OutboxList),
+        (status = 400, description = "An unknown state", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody)))]
+pub async fn outbox_list(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<OutboxQuery>,
+) -> Result<axum::Json<OutboxList>, ApiError> {
+    let states = match &q.state {
+        None => Vec::new(),
+        Some(s) => vec![DeliveryState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "state {s:?} is not one of pending, in_flight, retrying, done, dead"
+            ))
+        })?],
+    };
+    let filter = ListFilter {
+        states,
+        action: q.action,
+        conversation_id: q.conversation_id,
+        before_id: q.before,
+        limit: q.limit.unwrap_or(0),
+    };
+    let store = state.deliverer.store().clone();
+    let (deliveries, counts) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::outbox::OutboxError>((store.list(&filter)?, store.counts()?))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(outbox_error)?;
+    Ok(axum::Json(OutboxList { deliveries, counts }))
+}
+
+/// One outbox entry with its attempts.
+#[utoipa::path(get, path = "/v1/admin/outbox/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The delivery id")),
+    responses(
+        (status = 200, description = "The entry and its attempts", body = OutboxDeliveryDetail),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody)))]
+pub async fn outbox_show(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<OutboxDeliveryDetail>, ApiError> {
+    let store = state.deliverer.store().clone();
+    tokio::task::spawn_blocking(move || store.get(id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(outbox_error)?
+        .map(axum::Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no delivery {id}"),
+            )
+        })
+}
+
+/// Makes a dead or retrying entry due now (same idempotency key).
+#[utoipa::path(post, path = "/v1/admin/outbox/{id}/retry", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The delivery id")),
+    responses(
+        (status = 204, description = "Due now"),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 409, description = "Not dead or retrying (pending, in flight or done)", body = ErrorBody)))]
+pub async fn outbox_retry(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.deliverer.store();
+    if store.get(id).map_err(outbox_error)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no delivery {id}"),
+        ));
+    }
+    if store.retry(id).await.map_err(outbox_error)? {
+        state.deliverer.wake();
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not-retryable",
+            format!(
+                "delivery {id} is pending, in flight or done; only dead or retrying ones are retried"
+            ),
+        ))
+    }
+}
+
+/// Deletes finished entries (done and/or dead); pending ones are never deleted.
+#[utoipa::path(post, path = "/v1/admin/outbox/purge", tag = "admin", security(("bearer" = [])),
+    request_body = PurgeRequest,
+    responses(
+        (status = 200, description = "How many were deleted", body = PurgeResponse),
+        (status = 400, description = "A malformed body, or neither done nor dead", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody)))]
+pub async fn outbox_purge(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<PurgeRequest>,
+) -> Result<axum::Json<PurgeResponse>, ApiError> {
+    if !req.done && !req.dead {
+        return Err(ApiError::bad_request(
+            "say what to purge: {\"done\": true} and/or {\"dead\": true}",
+        ));
+    }
+    let filter = PurgeFilter {
+        done: req.done,
+        dead: req.dead,
+        finished_before_ms: req
+            .older_than_ms
+            .map(|ms| crate::db::now_ms().saturating_sub(ms)),
+        limit: 0,
+    };
+    let mut purged = 0;
+    loop {
+        let n = state
+            .deliverer
+            .store()
+            .purge(&filter)
+            .await
+            .map_err(outbox_error)?;
+        purged += n;
+        if n < crate::outbox::DEFAULT_PURGE_LIMIT as u64 {
+            break;
+        }
+    }
+    Ok(axum::Json(PurgeResponse { purged }))
 }
 
 /// A conversation: variables and transcript.
@@ -666,7 +849,8 @@ impl utoipa::Modify for Security {
     ),
     paths(
         health, openapi, metrics, list_actions, get_action, invoke, test, message, end,
-        get_conversation, admin_list, admin_put, admin_delete, admin_reload
+        get_conversation, admin_list, admin_put, admin_delete, admin_reload, outbox_list,
+        outbox_show, outbox_retry, outbox_purge
     ),
     components(schemas(Failure)),
     modifiers(&Security),

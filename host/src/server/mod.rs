@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::Chat;
 use crate::config::{KeyScope, ServerSettings};
+use crate::delivery::Deliverer;
 use crate::plugin::Runtime;
 use crate::registry::Actions;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub actions: Arc<Actions>,
     /// Conversations.
     pub chat: Arc<Chat>,
+    /// The outbox and its delivery workers.
+    pub deliverer: Arc<Deliverer>,
     /// Uploads, removals and rescans.
     pub loader: Arc<Loader>,
     /// The API keys.
@@ -85,15 +88,22 @@ impl Server {
         for f in &report.failed {
             tracing::warn!("{f}");
         }
+        let deliverer = Arc::new(open_outbox(
+            &runtime,
+            &data_dir.join(crate::audit::DB_FILE),
+            actions.clone(),
+        )?);
         let chat = Arc::new(Chat::open(
             &data_dir.join(crate::audit::DB_FILE),
             actions.clone(),
+            deliverer.clone(),
         )?);
         Ok(Self {
             state: AppState {
                 runtime,
                 actions,
                 chat,
+                deliverer,
                 loader,
                 keys: Arc::new(keys),
                 shutdown: CancellationToken::new(),
@@ -142,6 +152,9 @@ impl Server {
                 stop.cancel();
             });
         }
+        // The delivery workers stop after the server: requests in flight may still enqueue.
+        let workers_stop = CancellationToken::new();
+        let workers = tokio::spawn(state.deliverer.clone().run(workers_stop.clone()));
         let app = self.router();
         let shutdown = state.shutdown.clone();
         let grace = Duration::from_millis(self.settings.shutdown_grace_ms);
@@ -151,14 +164,27 @@ impl Server {
             // Long-lived MCP streams end now, so they do not hold the shutdown open.
             shutdown.cancel();
         });
-        tokio::select! {
-            r = server => r?,
+        let started = tokio::select! {
+            r = server => { r?; tokio::time::Instant::now() }
             () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(
                     grace_ms = grace.as_millis() as u64,
                     "requests still in flight after the grace period; stopping anyway"
                 );
+                tokio::time::Instant::now()
             }
+        };
+        // Workers finish the attempts they have in hand (within the rest of the grace period);
+        // an attempt cut off is not recorded, and is made again after a restart when its lease
+        // runs out.
+        workers_stop.cancel();
+        if tokio::time::timeout_at(started + grace, workers)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "delivery attempts still in flight at shutdown; they are retried after a restart"
+            );
         }
         tracing::info!("stopped");
         Ok(())
@@ -183,6 +209,31 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
     }
+}
+
+/// Opens the outbox in the database `db` (the data dir's `callout.db`) and builds its delivery
+/// workers (not started: spawn [`Deliverer::run`]).
+///
+/// # Errors
+/// When the database cannot be opened.
+pub fn open_outbox(
+    runtime: &Runtime,
+    db: &std::path::Path,
+    actions: Arc<Actions>,
+) -> anyhow::Result<Deliverer> {
+    let settings = runtime.config().outbox.clone();
+    let durability = if settings.durability == "full" {
+        crate::outbox::Durability::Full
+    } else {
+        crate::outbox::Durability::Normal
+    };
+    let store = crate::outbox::SqliteOutbox::open(db, durability)?;
+    Ok(Deliverer::new(
+        Arc::new(store),
+        actions,
+        runtime.metrics().clone(),
+        settings,
+    ))
 }
 
 async fn wait_for_signal() {
@@ -232,6 +283,10 @@ pub fn router(state: AppState, max_upload: usize, public: bool) -> Router {
             put(api::admin_put).delete(api::admin_delete),
         )
         .route("/v1/admin/reload", post(api::admin_reload))
+        .route("/v1/admin/outbox", get(api::outbox_list))
+        .route("/v1/admin/outbox/purge", post(api::outbox_purge))
+        .route("/v1/admin/outbox/{id}", get(api::outbox_show))
+        .route("/v1/admin/outbox/{id}/retry", post(api::outbox_retry))
         .layer(DefaultBodyLimit::max(max_upload))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), KeyScope::Admin),
