@@ -379,6 +379,52 @@ fn chat_drives_a_conversation_from_piped_stdin() {
             "chat output lacks {want:?}:\n{stdout}"
         );
     }
+
+    // The operator's view of the same outbox.
+    let outbox = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_callout"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("outbox")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = outbox(&["list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["counts"]["done"], 1, "{list}");
+    let id = list["deliveries"][0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(list["deliveries"][0]["action"], "crm-lead");
+    let out = outbox(&["show", &id]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["attempts"][0]["attempt"], 1, "{shown}");
+    assert_eq!(
+        shown["delivery"]["payload"]["inputs"]["email"],
+        "ada@example.com"
+    );
+    let out = outbox(&["retry", &id]);
+    assert_eq!(out.status.code(), Some(2), "a done delivery is not retried");
+    assert!(
+        text(&out.stderr).contains("only dead or retrying"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = outbox(&["purge"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = outbox(&["purge", "--done"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("purged 1 entries"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = outbox(&["list"]);
+    assert!(
+        text(&out.stdout).contains("pending 0  in_flight 0  retrying 0  done 0  dead 0"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// `callout tools` over the example actions and the built-in no-code action: every format

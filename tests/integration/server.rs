@@ -80,6 +80,7 @@ impl Served {
         let parsed = HostConfig::parse(&overrides).unwrap();
         config.actions = parsed.actions;
         config.server = parsed.server;
+        config.outbox = parsed.outbox;
         let mut secrets = Secrets::default();
         for var in callout::demo::TOKEN_VARIABLES {
             secrets.insert(var, backend.token());
@@ -1114,5 +1115,175 @@ async fn mcp_over_http_serves_the_real_actions_behind_the_agent_key() {
     assert_eq!(meta["fields"][0]["field"], "order_id", "{meta}");
     assert_eq!(s.backend.received().len(), before);
     client.cancel().await.unwrap();
+    s.stop().await;
+}
+
+/// Ends a conversation whose chat-end action is crm-lead; returns the delivery id and key.
+async fn end_with_a_lead(s: &Served, conv: &str) -> (i64, String) {
+    let r = s
+        .post(
+            &format!("/v1/conversations/{conv}/messages"),
+            AGENT_KEY,
+            json!({"text": "call me", "values": {"name": "Ada", "email": "ada@example.com"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let end: Value = s
+        .post(
+            &format!("/v1/conversations/{conv}/end"),
+            AGENT_KEY,
+            json!({}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let d = &end["deliveries"][0];
+    (
+        d["id"].as_i64().unwrap(),
+        d["idempotency_key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn delivery(s: &Served, id: i64) -> Value {
+    s.get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_outbox_retries_transient_failures_dead_letters_the_rest_and_operators_retry_and_purge()
+{
+    let s = Served::start_with(
+        "[outbox]\nretry_base_ms = 20\nretry_max_delay_ms = 100\npoll_ms = 20\n",
+    )
+    .await;
+
+    // A CRM answering 503: retried with the same key until it comes back.
+    s.backend.set_mode(Api::Crm, Mode::Fail { status: 503 });
+    let (id, key) = end_with_a_lead(&s, "flaky").await;
+    wait_until("a few failed attempts", || async {
+        delivery(&s, id).await["delivery"]["attempts"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    })
+    .await;
+    let d = delivery(&s, id).await;
+    assert_eq!(d["delivery"]["state"], "retrying", "{d}");
+    assert_eq!(d["attempts"][0]["error_class"], "server-error", "{d}");
+    assert_eq!(d["attempts"][0]["http_status"], 503, "{d}");
+    s.backend.set_mode(Api::Crm, Mode::Normal);
+    wait_until("delivered once the CRM is back", || async {
+        delivery(&s, id).await["delivery"]["state"] == "done"
+    })
+    .await;
+    let keys: std::collections::BTreeSet<String> = s
+        .backend
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/crm/leads")
+        .filter_map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(
+        keys,
+        [key].into_iter().collect(),
+        "every attempt sent the one key"
+    );
+
+    // A 400 is not retried: a dead letter with its error, until an operator retries it.
+    s.backend.set_mode(Api::Crm, Mode::Fail { status: 400 });
+    let (dead, _) = end_with_a_lead(&s, "rejected").await;
+    wait_until("dead-lettered", || async {
+        delivery(&s, dead).await["delivery"]["state"] == "dead"
+    })
+    .await;
+    let d = delivery(&s, dead).await;
+    assert_eq!(d["delivery"]["attempts"], 1, "not retried: {d}");
+    assert!(
+        d["delivery"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("client-error"),
+        "{d}"
+    );
+    let list: Value = s
+        .get("/v1/admin/outbox?state=dead", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["counts"]["dead"], 1, "{list}");
+    // Only dead or retrying entries can be retried.
+    let r = s
+        .post(
+            &format!("/v1/admin/outbox/{id}/retry"),
+            ADMIN_KEY,
+            json!({}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = s
+        .post("/v1/admin/outbox/999999/retry", ADMIN_KEY, json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    s.backend.set_mode(Api::Crm, Mode::Normal);
+    let r = s
+        .post(
+            &format!("/v1/admin/outbox/{dead}/retry"),
+            ADMIN_KEY,
+            json!({}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    wait_until("the retried dead letter is delivered", || async {
+        delivery(&s, dead).await["delivery"]["state"] == "done"
+    })
+    .await;
+
+    // Purge: finished entries go; an agent key may not.
+    let r = s
+        .post("/v1/admin/outbox/purge", AGENT_KEY, json!({"done": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = s
+        .post("/v1/admin/outbox/purge", ADMIN_KEY, json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let purged: Value = s
+        .post("/v1/admin/outbox/purge", ADMIN_KEY, json!({"done": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 2, "{purged}");
+    let r = s
+        .get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     s.stop().await;
 }
