@@ -454,6 +454,18 @@ impl Plugin {
             .contains(&crate::error_policy::classify(failure))
     }
 
+    /// Makes a fresh instance (a store with the action's limits, instantiated from its
+    /// `InstancePre`) and drops it, calling nothing: what every call pays before the guest
+    /// runs. For benchmarks and health checks.
+    ///
+    /// # Errors
+    /// When instantiation fails (the pool is exhausted, say).
+    pub async fn instantiate_probe(&self) -> anyhow::Result<()> {
+        let mut store = self.store(CallScope::default());
+        self.pre.instantiate_async(&mut store).await?;
+        Ok(())
+    }
+
     /// Whether the component came from the compile cache.
     pub fn cache_status(&self) -> CacheStatus {
         self.cache_status

@@ -27,24 +27,10 @@ impl Registry {
     /// Only when `dir` itself cannot be read; problems of single actions are in
     /// [`Registry::failures`].
     pub async fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<Self> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the actions directory {} ({e}); pass --actions <dir>",
-                dir.display()
-            )
-        })?;
-        let mut manifests: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n != "target" && !n.starts_with('.')
-            })
-            .map(|e| e.path().join("action.toml"))
-            .filter(|p| p.is_file())
+        let manifests: Vec<PathBuf> = action_folders(dir)?
+            .into_iter()
+            .map(|f| f.join("action.toml"))
             .collect();
-        manifests.sort();
         let mut registry = Self::default();
         for path in manifests {
             registry.load_one(runtime, &path).await;
@@ -124,6 +110,33 @@ impl Registry {
         next.failures.push(error);
         next
     }
+}
+
+/// The action folders of `dir`: `<dir>/*/` holding an `action.toml`, one level deep, in name
+/// order; `target/` and hidden folders (staging folders of uploads included) are skipped.
+///
+/// # Errors
+/// When `dir` itself cannot be read.
+pub fn action_folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the actions directory {} ({e}); pass --actions <dir>",
+            dir.display()
+        )
+    })?;
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n != "target" && !n.starts_with('.')
+        })
+        .map(|e| e.path())
+        .filter(|p| p.join("action.toml").is_file())
+        .collect();
+    folders.sort();
+    Ok(folders)
 }
 
 fn same_action(a: &Path, b: &Path) -> bool {

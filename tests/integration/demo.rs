@@ -23,11 +23,18 @@ async fn wired_with(token: Option<&str>) -> (DemoBackend, Registry, Runtime, tem
         .await
         .unwrap();
     let mut config = small_pool_config();
-    let over = HostConfig::parse(&format!(
-        "[actions.order-status.config]\nbase_url = \"{u}\"\n[actions.membership-verify.config]\nbase_url = \"{u}\"\n\
-         [actions.crm-lead.config]\nbase_url = \"{u}\"\n",
-        u = backend.url()
-    ))
+    let over = HostConfig::parse(
+        &[
+            "order-status",
+            "membership-verify",
+            "crm-lead",
+            "membership-verify-py",
+            "crm-lead-js",
+        ]
+        .iter()
+        .map(|n| format!("[actions.{n}.config]\nbase_url = \"{}\"\n", backend.url()))
+        .collect::<String>(),
+    )
     .unwrap();
     config.actions = over.actions;
     let mut secrets = Secrets::default();
@@ -39,10 +46,20 @@ async fn wired_with(token: Option<&str>) -> (DemoBackend, Registry, Runtime, tem
     options.config = config;
     options.dev_loopback = vec![backend.addr.to_string()];
     options.secrets = secrets;
+    // The Python and JavaScript siblings are large components: one compile per test run.
+    share_compile_cache(&mut options);
     let runtime = Runtime::new(options).unwrap();
-    let registry = Registry::load_dir(&runtime, example_actions())
+    let mut registry = Registry::load_dir(&runtime, example_actions())
         .await
         .unwrap();
+    for parent in polyglot_actions() {
+        for entry in std::fs::read_dir(parent).unwrap() {
+            let manifest = entry.unwrap().path().join("action.toml");
+            if manifest.is_file() {
+                registry.load_one(&runtime, &manifest).await;
+            }
+        }
+    }
     assert!(registry.failures().is_empty(), "{:#?}", registry.failures());
     (backend, registry, runtime, data)
 }
@@ -90,12 +107,23 @@ async fn a_malformed_order_number_is_asked_for_again_before_any_request() {
     assert!(backend.received().is_empty());
 }
 
+/// The membership check, in Rust and in Python: the same behaviour.
+const MEMBERSHIP: [&str; 2] = ["membership-verify", "membership-verify-py"];
+/// The CRM lead, in Rust and in JavaScript: the same behaviour.
+const CRM: [&str; 2] = ["crm-lead", "crm-lead-js"];
+
 #[tokio::test]
 async fn membership_verify_reports_active_inactive_and_unknown_members() {
     let (_backend, reg, ..) = wired().await;
+    for action in MEMBERSHIP {
+        membership_cases(&reg, action).await;
+    }
+}
+
+async fn membership_cases(reg: &Registry, action: &str) {
     let active = run(
-        &reg,
-        "membership-verify",
+        reg,
+        action,
         json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
     )
     .await
@@ -105,59 +133,59 @@ async fn membership_verify_reports_active_inactive_and_unknown_members() {
         (json!(true), json!("gold"))
     );
     let inactive = run(
-        &reg,
-        "membership-verify",
+        reg,
+        action,
         json!({"member_id": "M-2002", "date_of_birth": "1985-09-30"}),
     )
     .await
     .unwrap();
     assert_eq!(inactive.data["active"], false);
     let unknown = run(
-        &reg,
-        "membership-verify",
+        reg,
+        action,
         json!({"member_id": "M-9999", "date_of_birth": "1990-01-01"}),
     )
     .await;
     assert!(
         matches!(unknown, Err(Failure::NotFound { .. })),
-        "{unknown:?}"
+        "{action}: {unknown:?}"
     );
     let bad = run(
-        &reg,
-        "membership-verify",
+        reg,
+        action,
         json!({"member_id": "M-1001", "date_of_birth": "12/04/1990"}),
     )
     .await;
     assert!(
         matches!(&bad, Err(Failure::NeedsInput { fields }) if fields[0].field == "date_of_birth" && fields[0].prompt.is_some()),
-        "{bad:?}"
+        "{action}: {bad:?}"
     );
 }
 
 #[tokio::test]
 async fn crm_lead_creates_a_record_with_an_idempotency_key_and_asks_again_for_a_bad_email_without_sending()
  {
-    let (backend, reg, ..) = wired().await;
+    for action in CRM {
+        let (backend, reg, ..) = wired().await;
+        crm_cases(&backend, &reg, action).await;
+    }
+}
+
+async fn crm_cases(backend: &DemoBackend, reg: &Registry, action: &str) {
     let lead = json!({"name": "Ada Lovelace", "email": "ada@example.com", "company": "AE Ltd", "inquiry": "Pricing"});
     let mut call = Call::tool(obj(lead.clone()));
     call.idempotency_key = Some("chat-42-end".into());
     let first = reg
-        .get("crm-lead")
+        .get(action)
         .unwrap()
         .invoke(call.clone())
         .await
         .result
         .unwrap();
     let id = first.data["id"].as_str().unwrap().to_string();
-    assert!(id.starts_with("lead_"), "{id}");
+    assert!(id.starts_with("lead_"), "{action}: {id}");
     // A retry with the same key does not create a second lead.
-    let again = reg
-        .get("crm-lead")
-        .unwrap()
-        .invoke(call)
-        .await
-        .result
-        .unwrap();
+    let again = reg.get(action).unwrap().invoke(call).await.result.unwrap();
     assert_eq!(again.data["id"], id.as_str());
     let got = backend.received();
     assert_eq!(got.len(), 2);
@@ -167,14 +195,14 @@ async fn crm_lead_creates_a_record_with_an_idempotency_key_and_asks_again_for_a_
     );
 
     let bad = run(
-        &reg,
-        "crm-lead",
+        reg,
+        action,
         json!({"name": "Bob", "email": "bob at example"}),
     )
     .await;
     assert!(
         matches!(&bad, Err(Failure::NeedsInput { fields }) if fields[0].field == "email" && fields[0].prompt.is_some()),
-        "{bad:?}"
+        "{action}: {bad:?}"
     );
     assert_eq!(
         backend.received().len(),
@@ -200,41 +228,53 @@ async fn upstream_failures_are_typed_for_each_action() {
         "{r:?}"
     );
     backend.set_mode(Api::Memberships, Mode::RateLimited { retry_after_s: 30 });
-    let r = run(
-        &reg,
-        "membership-verify",
-        json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
-    )
-    .await;
-    assert!(
-        matches!(
-            r,
-            Err(Failure::Upstream {
-                kind: UpstreamKind::RateLimited,
-                retry_after_ms: Some(30_000),
-                ..
-            })
-        ),
-        "{r:?}"
-    );
+    for action in MEMBERSHIP {
+        let r = run(
+            &reg,
+            action,
+            json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
+        )
+        .await;
+        assert!(
+            matches!(
+                r,
+                Err(Failure::Upstream {
+                    kind: UpstreamKind::RateLimited,
+                    retry_after_ms: Some(30_000),
+                    ..
+                })
+            ),
+            "{action}: {r:?}"
+        );
+    }
     // The actions allow 5 s per request; the back end answers after 8 s.
     backend.set_mode(Api::Crm, Mode::Slow { delay_ms: 8_000 });
-    let r = run(
-        &reg,
-        "crm-lead",
-        json!({"name": "Ada", "email": "ada@example.com"}),
-    )
-    .await;
-    assert!(
-        matches!(
-            r,
-            Err(Failure::Upstream {
-                kind: UpstreamKind::Timeout,
-                ..
-            })
-        ),
-        "{r:?}"
-    );
+    let slow = CRM.map(|action| {
+        let reg = &reg;
+        async move {
+            (
+                action,
+                run(
+                    reg,
+                    action,
+                    json!({"name": "Ada", "email": "ada@example.com"}),
+                )
+                .await,
+            )
+        }
+    });
+    for (action, r) in futures::future::join_all(slow).await {
+        assert!(
+            matches!(
+                r,
+                Err(Failure::Upstream {
+                    kind: UpstreamKind::Timeout,
+                    ..
+                })
+            ),
+            "{action}: {r:?}"
+        );
+    }
     backend.set_mode(Api::Orders, Mode::Normal);
     assert!(
         run(&reg, "order-status", json!({"order_id": "123456"}))

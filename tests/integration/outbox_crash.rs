@@ -1,6 +1,7 @@
 //! Crash safety of the outbox: the real `callout serve` process, SIGKILLed at random points while
 //! it accepts chat-end deliveries and delivers them to a loopback receiver that fails some
-//! requests. Nothing accepted may be lost, and each delivery keeps one idempotency key.
+//! requests (and stopped once with SIGTERM, which must exit cleanly). Nothing accepted may be
+//! lost, and each delivery keeps one idempotency key.
 //!
 //! The seed is printed; `CALLOUT_CRASH_SEED=<seed>` replays a run, and
 //! `CALLOUT_CRASH_CONVERSATIONS=<n>` changes its size (default 1 000 deliveries).
@@ -128,6 +129,29 @@ impl Host {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM: the graceful shutdown; it must exit cleanly and quickly.
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(exit) = c.try_wait().unwrap() {
+                    assert!(exit.success(), "callout serve exited {exit} after SIGTERM");
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "callout serve did not stop within 20 s of SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -285,6 +309,12 @@ base_url = "http://{receiver}"
             host.kill();
             host.start();
             host.wait_ready(&client).await;
+        } else if i == n / 2 {
+            // Once, a graceful stop in the middle of the traffic: workers finish or leave
+            // their attempts to the next start.
+            host.terminate();
+            host.start();
+            host.wait_ready(&client).await;
         }
     }
     assert_eq!(accepted_ids.len(), n);
@@ -351,5 +381,5 @@ base_url = "http://{receiver}"
         );
     }
     assert!(seen.failed > 0, "the receiver failed some requests");
-    assert!(host.starts >= 3, "the host was killed and restarted");
+    assert!(host.starts >= 4, "the host was killed and restarted");
 }

@@ -40,6 +40,78 @@ pub fn example_actions() -> &'static Path {
     })
 }
 
+/// Builds the Python and JavaScript example actions (`plugins/python/*`, `plugins/js/*`) once
+/// per test run with `callout build`, and returns their folders' parents. Needs the tools
+/// `./dev setup` installs (`.venv` with componentize-py, `node_modules` with componentize-js).
+pub fn polyglot_actions() -> &'static [PathBuf] {
+    static DIRS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let parents = vec![repo().join("plugins/python"), repo().join("plugins/js")];
+        let lock_dir = repo().join("target");
+        std::fs::create_dir_all(&lock_dir).unwrap();
+        let lock = std::fs::File::create(lock_dir.join(".polyglot-build.lock")).unwrap();
+        lock.lock().unwrap();
+        for parent in &parents {
+            for entry in std::fs::read_dir(parent).unwrap() {
+                let dir = entry.unwrap().path();
+                if !dir.join("action.toml").is_file() {
+                    continue;
+                }
+                let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+                    .arg("build")
+                    .arg(&dir)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "callout build {} failed (run ./dev setup for componentize-py and \
+                     componentize-js):\n{}{}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        lock.unlock().unwrap();
+        parents
+    })
+}
+
+/// Makes `options` use one compile cache for the whole test run (`target/test-compile-cache`,
+/// one key), so a large Python or JavaScript component is compiled once per run, not once per
+/// test. The cache authenticates artifacts with a key kept in the data dir; each test's data
+/// dir gets a copy of the shared key.
+pub fn share_compile_cache(options: &mut RuntimeOptions) {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = repo().join("target/test-compile-cache");
+        std::fs::create_dir_all(dir.join("artifacts")).unwrap();
+        let key = dir.join("cache.key");
+        if !key.is_file() {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).unwrap();
+            let tmp = dir.join(format!("cache.key.{}", std::process::id()));
+            std::fs::write(&tmp, bytes).unwrap();
+            // Two test processes may race here; the first rename wins, both use the winner.
+            let _ = std::fs::hard_link(&tmp, &key);
+            std::fs::remove_file(&tmp).unwrap();
+        }
+        dir
+    });
+    std::fs::create_dir_all(&options.data_dir).unwrap();
+    std::fs::copy(dir.join("cache.key"), options.data_dir.join("cache.key")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            options.data_dir.join("cache.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    options.cache_dir = Some(dir.join("artifacts"));
+}
+
 /// Runs `cargo build --release --target wasm32-wasip2` in the cargo workspace `ws`.
 ///
 /// A `OnceLock` per workspace makes the build happen once per process; a file lock makes

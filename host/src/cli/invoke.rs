@@ -66,26 +66,7 @@ impl InvokeArgs {
         let inputs = object("--input", &self.input)?;
         let variables = object("--variables", &self.variables)?;
         let (_runtime, registry) = global.registry().await?;
-        let Some(plugin) = registry.get(&self.action) else {
-            if let Some(f) = registry.failures().iter().find(|f| {
-                f.file
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .is_some_and(|n| n == self.action.as_str())
-            }) {
-                return Err(
-                    CliError::Usage(format!("action {} did not load: {f}", self.action)).into(),
-                );
-            }
-            let names: Vec<&str> = registry.plugins().map(|p| p.name()).collect();
-            return Err(CliError::Usage(format!(
-                "no action named {:?} in {}; loaded: [{}] (see `callout list`)",
-                self.action,
-                global.actions.display(),
-                names.join(", ")
-            ))
-            .into());
-        };
+        let plugin = super::find_action(&registry, &self.action, &global.actions)?;
         let call = Call {
             trigger: match self.trigger {
                 TriggerArg::ToolCall => Trigger::ToolCall,

@@ -12,12 +12,14 @@ use crate::plugin::{Runtime, RuntimeOptions};
 use crate::registry::Registry;
 
 pub mod audit;
+pub mod build;
 pub mod chat;
 pub mod check;
 pub mod demo;
 pub mod invoke;
 pub mod list;
 pub mod mcp;
+pub mod new;
 pub mod outbox;
 pub mod serve;
 pub mod test;
@@ -94,6 +96,11 @@ pub enum Command {
     Mcp(mcp::McpArgs),
     /// The durable outbox of chat-end deliveries: list, show, retry, purge.
     Outbox(outbox::OutboxArgs),
+    /// Scaffold a new action: --lang rust|python|js, in the actions directory.
+    New(new::NewArgs),
+    /// Build an action's component with its language's tool (cargo, componentize-py,
+    /// componentize-js).
+    Build(build::BuildArgs),
 }
 
 /// Errors with a meaning for the exit code.
@@ -123,6 +130,35 @@ impl CliError {
             Self::Usage(_) => 2,
         }
     }
+}
+
+/// The action `name` of `registry`; when it is missing, the reason it did not load (a failure
+/// in a folder of that name), or the names that did.
+///
+/// # Errors
+/// [`CliError::Usage`] with that reason.
+pub fn find_action(
+    registry: &Registry,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<std::sync::Arc<crate::plugin::Plugin>, CliError> {
+    if let Some(p) = registry.get(name) {
+        return Ok(p);
+    }
+    if let Some(f) = registry.failures().iter().find(|f| {
+        f.file
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == name)
+    }) {
+        return Err(CliError::Usage(format!("action {name} did not load: {f}")));
+    }
+    let names: Vec<&str> = registry.plugins().map(|p| p.name()).collect();
+    Err(CliError::Usage(format!(
+        "no action named {name:?} in {}; loaded: [{}] (see `callout list`)",
+        dir.display(),
+        names.join(", ")
+    )))
 }
 
 impl GlobalArgs {
@@ -178,6 +214,8 @@ impl Cli {
             Command::Tools(c) => c.run(&self.global).await,
             Command::Mcp(c) => c.run(&self.global).await,
             Command::Outbox(c) => c.run(&self.global).await,
+            Command::New(c) => c.run(&self.global).await,
+            Command::Build(c) => c.run(&self.global).await,
         }
     }
 }

@@ -59,13 +59,7 @@ impl TestArgs {
             None => None,
         };
         let (_runtime, registry) = global.registry().await?;
-        let plugin = registry.get(&self.action).ok_or_else(|| {
-            CliError::Usage(format!(
-                "no action named {:?} in {} (see `callout list`)",
-                self.action,
-                global.actions.display()
-            ))
-        })?;
+        let plugin = super::find_action(&registry, &self.action, &global.actions)?;
         let mode = if self.dry_run {
             "dry-run"
         } else if mock.is_some() {

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{LoadError, LoadErrorKind};
 use crate::plugin::{Plugin, Runtime};
-use crate::registry::{Actions, Registry};
+use crate::registry::{Actions, Registry, action_folders};
 
 /// Size and modification time of an action's files.
 type Fingerprint = Vec<(u64, Option<SystemTime>)>;
@@ -399,29 +399,6 @@ fn claim(registry: &Registry, folder: &Path, plugin: Plugin) -> Result<Arc<Plugi
         }
     }
     Ok(Arc::new(plugin))
-}
-
-/// `<dir>/*/` with an `action.toml`, skipping `target/` and hidden folders (staging included).
-fn action_folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the actions directory {} ({e}); pass --actions <dir>",
-            dir.display()
-        )
-    })?;
-    let mut folders: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n != "target" && !n.starts_with('.')
-        })
-        .map(|e| e.path())
-        .filter(|p| p.join("action.toml").is_file())
-        .collect();
-    folders.sort();
-    Ok(folders)
 }
 
 fn stat(path: &Path) -> (u64, Option<SystemTime>) {

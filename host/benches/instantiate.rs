@@ -1,0 +1,147 @@
+//! What a call costs before and around the guest's own work: `cargo bench --bench instantiate`.
+//!
+//! For each example action (Rust: `plugins/`, Python: `plugins/python/`, JavaScript:
+//! `plugins/js/`; build them first with `./dev plugins`), it measures
+//! - **instantiate**: a fresh store and instance from the `InstancePre`, nothing called;
+//! - **fresh instance + first call**: a whole `invoke_once` (new instance, the guest's
+//!   `invoke`, its one HTTP request answered by a recorded response, the result parsed), so
+//!   no network is involved.
+//!
+//! and the load time of each component from a warm compile cache. Prints Markdown rows with the
+//! median and p99 over `iterations` (default 2 000) after a warm-up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callout::call::MockResponse;
+use callout::{Call, Registry, Runtime, RuntimeOptions};
+use serde_json::{Value, json};
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+fn mock(status: u16, body: Value) -> Arc<MockResponse> {
+    Arc::new(MockResponse {
+        status,
+        headers: [("content-type".to_string(), "application/json".to_string())]
+            .into_iter()
+            .collect(),
+        body: Some(body),
+        failure: None,
+    })
+}
+
+fn main() {
+    // SAFETY: single-threaded at this point, before any other thread starts.
+    unsafe { std::env::remove_var("RUST_BACKTRACE") };
+    let iterations: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dirs: Vec<PathBuf> = ["plugins", "plugins/python", "plugins/js"]
+        .iter()
+        .map(|d| repo.join(d))
+        .collect();
+    let data = tempfile::Builder::new()
+        .prefix("instantiate-bench")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut options = RuntimeOptions::new(data.path());
+        options.audit = false;
+        let runtime = Runtime::new(options).unwrap();
+        // A first load compiles and fills the cache; the timed load below reads it.
+        let mut cold = Vec::new();
+        let mut registry = Registry::default();
+        for dir in &dirs {
+            let started = Instant::now();
+            let reg = Registry::load_dir(&runtime, dir).await.unwrap();
+            cold.push((dir.clone(), started.elapsed()));
+            assert!(reg.failures().is_empty(), "{:#?}", reg.failures());
+            for p in reg.plugins() {
+                registry = registry.with(p.clone());
+            }
+        }
+        println!("| action | load (warm cache) | instantiate p50 | p99 | fresh instance + first call p50 | p99 |");
+        println!("|---|---|---|---|---|---|");
+        let cases: [(&str, Value, Arc<MockResponse>); 5] = [
+            (
+                "order-status",
+                json!({"order_id": "123456"}),
+                mock(200, json!({"order_id": "123456", "status": "shipped", "carrier": "UPS",
+                    "tracking_number": "1Z", "items": [], "eta": "2026-12-02"})),
+            ),
+            (
+                "membership-verify",
+                json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
+                mock(200, json!({"member_id": "M-1001", "status": "active", "plan": "gold",
+                    "valid_until": "2027-01-31", "expired_on": null})),
+            ),
+            (
+                "membership-verify-py",
+                json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
+                mock(200, json!({"member_id": "M-1001", "status": "active", "plan": "gold",
+                    "valid_until": "2027-01-31", "expired_on": null})),
+            ),
+            (
+                "crm-lead",
+                json!({"name": "Ada", "email": "ada@example.com"}),
+                mock(201, json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
+            ),
+            (
+                "crm-lead-js",
+                json!({"name": "Ada", "email": "ada@example.com"}),
+                mock(201, json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
+            ),
+        ];
+        for (name, inputs, response) in cases {
+            let plugin = registry.get(name).unwrap_or_else(|| panic!("{name} is loaded"));
+            let manifest = plugin.manifest().path.clone();
+            let started = Instant::now();
+            runtime.load(&manifest).await.unwrap();
+            let warm_load = started.elapsed();
+            let call = Call {
+                inputs: inputs.as_object().unwrap().clone(),
+                mock: Some(response),
+                ..Call::default()
+            };
+            for _ in 0..50 {
+                plugin.instantiate_probe().await.unwrap();
+                assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
+            }
+            let mut inst = Vec::with_capacity(iterations);
+            for _ in 0..iterations {
+                let t = Instant::now();
+                plugin.instantiate_probe().await.unwrap();
+                inst.push(t.elapsed());
+            }
+            let mut calls = Vec::with_capacity(iterations);
+            for _ in 0..iterations {
+                let t = Instant::now();
+                let r = plugin.invoke_once(call.clone()).await;
+                calls.push(t.elapsed());
+                assert!(r.result.is_ok(), "{name}: {:?}", r.result);
+            }
+            println!(
+                "| {name} | {warm_load:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
+                percentile(&mut inst, 0.5),
+                percentile(&mut inst, 0.99),
+                percentile(&mut calls, 0.5),
+                percentile(&mut calls, 0.99),
+            );
+        }
+        for (dir, t) in cold {
+            println!("first load of {} (compiles when the cache is cold): {t:.2?}", dir.display());
+        }
+    });
+}

@@ -1,0 +1,165 @@
+//! `callout new` → `callout build` → `callout check` → `callout test --mock` for every
+//! language, so the templates cannot rot: each scaffold must build, load, and answer its
+//! recorded responses the way its README says (a found item, and a not-found).
+//!
+//! Python and JavaScript need the pinned tools that `./dev setup` installs (`.venv`,
+//! `node_modules`); without them these tests fail and say so.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn callout(actions: &Path, data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_callout"))
+        .arg("--actions")
+        .arg(actions)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CALLOUT_LOG")
+        // The repository's pinned tools (./dev setup), wherever the scaffold is.
+        .env(
+            "CALLOUT_COMPONENTIZE_PY",
+            crate::support::repo().join(".venv/bin/componentize-py"),
+        )
+        .env(
+            "CALLOUT_COMPONENTIZE_JS",
+            crate::support::repo().join("node_modules/.bin/componentize-js"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str) {
+    let root = tempfile::tempdir().unwrap();
+    let actions = root.path().join("actions");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&actions).unwrap();
+    let name = format!("item-lookup-{lang}");
+
+    let out = callout(&actions, &data, &["new", &name, "--lang", lang]);
+    assert!(out.status.success(), "new: {}", text(&out.stderr));
+    let dir = actions.join(&name);
+    assert!(dir.join("action.toml").is_file());
+    let again = callout(&actions, &data, &["new", &name, "--lang", lang]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing folder is not overwritten"
+    );
+
+    let out = callout(&actions, &data, &["build", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "build ({lang}): {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = callout(&actions, &data, &["check"]);
+    assert!(
+        out.status.success(),
+        "check ({lang}): {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains(&name), "{}", text(&out.stdout));
+
+    // The recorded responses the template ships, replayed through the real component.
+    let ok: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tests/ok.json")).unwrap()).unwrap();
+    let item_name = ok["body"]["name"].as_str().unwrap().to_string();
+    let ok_path = dir.join("tests/ok.json");
+    let out = callout(
+        &actions,
+        &data,
+        &[
+            "test",
+            &name,
+            "--input",
+            r#"{"id": "A-1"}"#,
+            "--mock",
+            ok_path.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "test --mock ok ({lang}): {stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains(&item_name), "{stdout}");
+    assert!(stdout.contains("the user would see:"), "{stdout}");
+    let nf_path = dir.join("tests/not-found.json");
+    let out = callout(
+        &actions,
+        &data,
+        &[
+            "test",
+            &name,
+            "--input",
+            r#"{"id": "nope"}"#,
+            "--mock",
+            nf_path.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "test --mock not-found ({lang}): {stdout}"
+    );
+    assert!(stdout.contains("\"class\": \"not-found\""), "{stdout}");
+    // Missing input: nothing is called, the question is asked.
+    let out = callout(
+        &actions,
+        &data,
+        &["test", &name, "--input", "{}", "--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("inputs: not complete"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn rust_scaffold() {
+    scaffold_builds_checks_and_passes_its_own_tests("rust");
+}
+
+#[test]
+fn unknown_languages_and_bad_names_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let out = callout(root.path(), root.path(), &["new", "x", "--lang", "cobol"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("rust"), "{}", text(&out.stderr));
+    let out = callout(root.path(), root.path(), &["new", "Bad Name"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = callout(
+        root.path(),
+        root.path(),
+        &["build", root.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("callout new"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn python_scaffold() {
+    scaffold_builds_checks_and_passes_its_own_tests("python");
+}
+
+#[test]
+fn js_scaffold() {
+    scaffold_builds_checks_and_passes_its_own_tests("js");
+}
