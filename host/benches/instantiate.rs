@@ -9,6 +9,10 @@
 //!
 //! and the load time of each component from a warm compile cache. Prints Markdown rows with the
 //! median and p99 over `iterations` (default 2 000) after a warm-up.
+//!
+//! `cargo bench --bench instantiate -- [iterations] [action]`: a second argument measures only
+//! that action (for profiling it with `perf record`). The compile cache lives in the target
+//! dir's `instantiate-bench/`, so only the first run compiles.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,26 +42,24 @@ fn mock(status: u16, body: Value) -> Arc<MockResponse> {
 fn main() {
     // SAFETY: single-threaded at this point, before any other thread starts.
     unsafe { std::env::remove_var("RUST_BACKTRACE") };
-    let iterations: usize = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2_000);
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let iterations: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let only: Option<String> = args.get(1).cloned();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dirs: Vec<PathBuf> = ["plugins", "plugins/python", "plugins/js"]
         .iter()
         .map(|d| repo.join(d))
         .collect();
-    let data = tempfile::Builder::new()
-        .prefix("instantiate-bench")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
+    let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("instantiate-bench");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut options = RuntimeOptions::new(data.path());
+        let mut options = RuntimeOptions::new(&data);
         options.audit = false;
         let runtime = Runtime::new(options).unwrap();
         // A first load compiles and fills the cache; the timed load below reads it.
@@ -105,6 +107,9 @@ fn main() {
             ),
         ];
         for (name, inputs, response) in cases {
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
             let plugin = registry.get(name).unwrap_or_else(|| panic!("{name} is loaded"));
             let manifest = plugin.manifest().path.clone();
             let started = Instant::now();
@@ -141,7 +146,10 @@ fn main() {
             );
         }
         for (dir, t) in cold {
-            println!("first load of {} (compiles when the cache is cold): {t:.2?}", dir.display());
+            println!(
+                "first load of {} in this run (compiles when the cache is cold): {t:.2?}",
+                dir.display()
+            );
         }
     });
 }

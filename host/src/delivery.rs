@@ -149,7 +149,7 @@ impl Deliverer {
         self.metrics.record_call(
             &d.action,
             Trigger::ChatEnd.as_str(),
-            outcome.class.as_deref().unwrap_or("ok"),
+            outcome.metric_class.unwrap_or("ok"),
             started.elapsed().as_micros() as u64,
         );
         match self.store.record(d.id, attempt, next).await {
@@ -244,6 +244,7 @@ impl Deliverer {
                 };
                 let outcome = AttemptOutcome {
                     class: Some(class_of(&failure)),
+                    metric_class: Some(failure.class()),
                     status,
                     message: Some(failure.to_string()),
                 };
@@ -260,15 +261,20 @@ impl Deliverer {
 /// What an attempt came to, for the record.
 #[derive(Debug, Clone, Default)]
 struct AttemptOutcome {
+    /// The error policy's class (`server-error`, `timeout`, ...): what the operator reads.
     class: Option<String>,
+    /// [`Failure::class`] (`upstream`, `not-found`, ...): the `outcome` label of the call
+    /// metrics, the same vocabulary as tool calls.
+    metric_class: Option<&'static str>,
     status: Option<u16>,
     message: Option<String>,
 }
 
 impl AttemptOutcome {
-    fn failed(class: &str, message: String) -> Self {
+    fn failed(class: &'static str, message: String) -> Self {
         Self {
             class: Some(class.to_string()),
+            metric_class: Some(class),
             status: None,
             message: Some(message),
         }

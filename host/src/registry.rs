@@ -113,7 +113,8 @@ impl Registry {
 }
 
 /// The action folders of `dir`: `<dir>/*/` holding an `action.toml`, one level deep, in name
-/// order; `target/` and hidden folders (staging folders of uploads included) are skipped.
+/// order (symlinked folders included); `target/` and hidden folders (staging folders of
+/// uploads included) are skipped.
 ///
 /// # Errors
 /// When `dir` itself cannot be read.
@@ -126,14 +127,14 @@ pub fn action_folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     })?;
     let mut folders: Vec<PathBuf> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| {
             let n = e.file_name();
             let n = n.to_string_lossy();
             n != "target" && !n.starts_with('.')
         })
         .map(|e| e.path())
-        .filter(|p| p.join("action.toml").is_file())
+        // `is_dir` follows symlinks: a linked action folder is loaded like a real one.
+        .filter(|p| p.is_dir() && p.join("action.toml").is_file())
         .collect();
     folders.sort();
     Ok(folders)

@@ -247,3 +247,14 @@ async fn deployment_config_override_reaches_the_plugin_and_the_allowlist() {
     let out = call(&echo, json!({"message": "hi"})).await.result.unwrap();
     assert_eq!(out.data["greeting"], "from callout.toml");
 }
+
+#[tokio::test]
+async fn a_symlinked_action_folder_is_loaded() {
+    let real = Actions::new();
+    real.add("echo", "name = \"echo\"\ncomponent = \"{echo}\"\n");
+    let actions = Actions::new();
+    std::os::unix::fs::symlink(real.path().join("echo"), actions.path().join("echo")).unwrap();
+    let (rt, _data) = runtime();
+    let reg = Registry::load_dir(&rt, actions.path()).await.unwrap();
+    assert!(reg.get("echo").is_some(), "{:#?}", reg.failures());
+}
