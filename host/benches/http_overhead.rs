@@ -1,0 +1,201 @@
+//! An action call against the same HTTP request made natively, side by side in one run:
+//! `cargo bench -p callout --bench http_overhead -- [calls]`.
+//!
+//! The upstream is the demo back end on a loopback keep-alive port. Each action makes one
+//! request and parses the answer; the native baseline is a `reqwest` client in the same
+//! process sending the same request (same headers and body) and parsing the answer as JSON.
+//! The host runs as in production: the audit log on (SQLite in a temporary data dir), the
+//! network guard and secret filling on, a fresh instance per call.
+//!
+//! - **Concurrency 1**: `calls` (default 2 000) sequential calls each; the added latency is the
+//!   difference of the medians.
+//! - **Concurrency 16**: 16 tasks share `calls * 4` calls; the throughput ratio is action calls
+//!   per second over native requests per second.
+//!
+//! Build the example actions first (`./dev plugins`). A second argument measures one action
+//! only (for profiling it).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callout::demo::backend::{DemoBackend, new_token};
+use callout::{Call, HostConfig, Registry, Runtime, RuntimeOptions, Secrets};
+use serde_json::{Value, json};
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+struct Case {
+    action: &'static str,
+    method: reqwest::Method,
+    path: &'static str,
+    inputs: Value,
+    body: Option<Value>,
+}
+
+async fn native(client: &reqwest::Client, base: &str, token: &str, case: &Case) {
+    let mut req = client
+        .request(case.method.clone(), format!("{base}{}", case.path))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "application/json");
+    if let Some(b) = &case.body {
+        req = req
+            .header("content-type", "application/json")
+            .header("idempotency-key", "bench-key")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.expect("native request");
+    assert!(resp.status().is_success());
+    let bytes = resp.bytes().await.expect("native body");
+    let _: Value = serde_json::from_slice(&bytes).expect("native json");
+}
+
+fn main() {
+    // SAFETY: single-threaded at this point, before any other thread starts.
+    unsafe { std::env::remove_var("RUST_BACKTRACE") };
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let only: Option<String> = args.get(1).cloned();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let backend = DemoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)), new_token())
+            .await
+            .unwrap();
+        let base = backend.url();
+        let token = backend.token().to_string();
+        let names = ["order-status", "membership-verify", "membership-verify-py", "crm-lead", "crm-lead-js"];
+        let mut config = HostConfig::parse(
+            &names
+                .iter()
+                .map(|n| format!("[actions.{n}.config]\nbase_url = \"{base}\"\n"))
+                .collect::<String>(),
+        )
+        .unwrap();
+        config.pool = HostConfig::default().pool;
+        let mut secrets = Secrets::default();
+        for var in callout::demo::TOKEN_VARIABLES {
+            secrets.insert(var, &token);
+        }
+        let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-overhead-bench");
+        let _ = std::fs::remove_file(data.join(callout::audit::DB_FILE));
+        let mut options = RuntimeOptions::new(&data);
+        options.config = config;
+        options.dev_loopback = vec![backend.addr.to_string()];
+        options.secrets = secrets;
+        let runtime = Runtime::new(options).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut registry = Registry::default();
+        for dir in ["plugins", "plugins/python", "plugins/js"] {
+            let reg = Registry::load_dir(&runtime, &repo.join(dir)).await.unwrap();
+            assert!(reg.failures().is_empty(), "{:#?}", reg.failures());
+            for p in reg.plugins() {
+                registry = registry.with(p.clone());
+            }
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(32)
+            .build()
+            .unwrap();
+        let member = json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"});
+        let lead = json!({"name": "Ada", "email": "ada@example.com"});
+        let cases = [
+            Case { action: "order-status", method: reqwest::Method::GET, path: "/orders/123456",
+                   inputs: json!({"order_id": "123456"}), body: None },
+            Case { action: "membership-verify", method: reqwest::Method::POST, path: "/memberships/verify",
+                   inputs: member.clone(), body: Some(member.clone()) },
+            Case { action: "membership-verify-py", method: reqwest::Method::POST, path: "/memberships/verify",
+                   inputs: member.clone(), body: Some(member.clone()) },
+            Case { action: "crm-lead", method: reqwest::Method::POST, path: "/crm/leads",
+                   inputs: lead.clone(), body: Some(lead.clone()) },
+            Case { action: "crm-lead-js", method: reqwest::Method::POST, path: "/crm/leads",
+                   inputs: lead.clone(), body: Some(lead.clone()) },
+        ];
+        println!("| action | native p50 (c=1) | action p50 (c=1) | added latency | native req/s (c=16) | action calls/s (c=16) | ratio |");
+        println!("|---|---|---|---|---|---|---|");
+        for case in &cases {
+            if only.as_deref().is_some_and(|o| o != case.action) {
+                continue;
+            }
+            let plugin = registry.get(case.action).unwrap();
+            let call = Call {
+                inputs: case.inputs.as_object().unwrap().clone(),
+                idempotency_key: Some("bench-key".into()),
+                ..Call::default()
+            };
+            for _ in 0..100 {
+                native(&client, &base, &token, case).await;
+                assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
+            }
+            let mut n = Vec::with_capacity(calls);
+            let mut a = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let t = Instant::now();
+                native(&client, &base, &token, case).await;
+                n.push(t.elapsed());
+                let t = Instant::now();
+                let r = plugin.invoke_once(call.clone()).await;
+                a.push(t.elapsed());
+                assert!(r.result.is_ok(), "{}: {:?}", case.action, r.result);
+            }
+            let (nm, am) = (median(&mut n), median(&mut a));
+            let total = calls * 4;
+            let native_rate = {
+                let t = Instant::now();
+                let tasks: Vec<_> = (0..16)
+                    .map(|_| {
+                        let client = client.clone();
+                        let base = base.clone();
+                        let token = token.clone();
+                        let case = Case { action: case.action, method: case.method.clone(), path: case.path,
+                                          inputs: case.inputs.clone(), body: case.body.clone() };
+                        tokio::spawn(async move {
+                            for _ in 0..total / 16 {
+                                native(&client, &base, &token, &case).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                total as f64 / t.elapsed().as_secs_f64()
+            };
+            let action_rate = {
+                let t = Instant::now();
+                let tasks: Vec<_> = (0..16)
+                    .map(|_| {
+                        let plugin = Arc::clone(&plugin);
+                        let call = call.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..total / 16 {
+                                assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                total as f64 / t.elapsed().as_secs_f64()
+            };
+            println!(
+                "| {} | {nm:.1?} | {am:.1?} | {:.1?} | {native_rate:.0} | {action_rate:.0} | {:.2} |",
+                case.action,
+                am.saturating_sub(nm),
+                action_rate / native_rate
+            );
+        }
+    });
+}
