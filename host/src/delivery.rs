@@ -80,6 +80,31 @@ impl Deliverer {
         }
     }
 
+    /// Opens the outbox in the database `db` (the data dir's `callout.db`) with the runtime's
+    /// `[outbox]` settings, and builds its workers (not started: spawn [`Deliverer::run`]).
+    ///
+    /// # Errors
+    /// When the database cannot be opened.
+    pub fn open(
+        runtime: &crate::plugin::Runtime,
+        db: &std::path::Path,
+        actions: Arc<Actions>,
+    ) -> anyhow::Result<Self> {
+        let settings = runtime.config().outbox.clone();
+        let durability = if settings.durability == "full" {
+            crate::outbox::Durability::Full
+        } else {
+            crate::outbox::Durability::Normal
+        };
+        let store = crate::outbox::SqliteOutbox::open(db, durability)?;
+        Ok(Self::new(
+            Arc::new(store),
+            actions,
+            runtime.metrics().clone(),
+            settings,
+        ))
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn OutboxStore> {
         &self.store

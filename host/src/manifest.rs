@@ -767,7 +767,13 @@ pub fn config_value(config: &toml::Table, key: &str) -> Option<String> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+/// The rule for action names: lower-case letters, digits and `-`, 1 to 64 characters, not
+/// starting or ending with `-`. Manifests, uploads and `callout new` all use it (a name is also
+/// the folder an upload lives in).
+///
+/// # Errors
+/// A sentence naming the name and the rule.
+pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -152,7 +152,6 @@ fn same_action(a: &Path, b: &Path) -> bool {
 /// `Arc<Plugin>` they started with, so a replaced version lives until its last call ends.
 pub struct Actions {
     current: std::sync::RwLock<Arc<Registry>>,
-    generation: std::sync::atomic::AtomicU64,
     changed: tokio::sync::watch::Sender<()>,
 }
 
@@ -167,7 +166,6 @@ impl Actions {
     pub fn new(registry: impl Into<Arc<Registry>>) -> Self {
         Self {
             current: std::sync::RwLock::new(registry.into()),
-            generation: std::sync::atomic::AtomicU64::new(0),
             changed: tokio::sync::watch::Sender::new(()),
         }
     }
@@ -194,13 +192,6 @@ impl Actions {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.changed.send_replace(());
-    }
-
-    /// How many times the set changed (MCP clients are told the tool list changed).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

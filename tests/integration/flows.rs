@@ -191,8 +191,9 @@ impl Wired {
     fn chat(&self) -> Chat {
         let db = self.data.path().join(callout::audit::DB_FILE);
         let actions = Arc::new(callout::registry::Actions::new(self.registry.clone()));
-        let deliverer =
-            Arc::new(callout::server::open_outbox(&self._runtime, &db, actions.clone()).unwrap());
+        let deliverer = Arc::new(
+            callout::delivery::Deliverer::open(&self._runtime, &db, actions.clone()).unwrap(),
+        );
         tokio::spawn(
             deliverer
                 .clone()

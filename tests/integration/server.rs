@@ -123,6 +123,28 @@ impl Served {
             .json(&body)
     }
 
+    /// GET `path` with `key`, the answer as JSON.
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        self.get(path, key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// POST `body` to `path` with `key`, the answer as JSON.
+    pub async fn post_json(&self, path: &str, key: &str, body: Value) -> Value {
+        self.post(path, key, body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn invoke(&self, action: &str, inputs: Value) -> (StatusCode, Value) {
         let r = self
             .post(
@@ -162,14 +184,7 @@ impl Served {
     }
 
     pub async fn names(&self) -> Vec<String> {
-        let list: Value = self
-            .get("/v1/actions", AGENT_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = self.get_json("/v1/actions", AGENT_KEY).await;
         list["actions"]
             .as_array()
             .unwrap()
@@ -304,14 +319,7 @@ async fn actions_are_listed_with_schemas_and_invoked_as_tools() {
         s.names().await,
         ["crm-lead", "membership-verify", "order-status"]
     );
-    let one: Value = s
-        .get("/v1/actions/order-status", AGENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = s.get_json("/v1/actions/order-status", AGENT_KEY).await;
     assert_eq!(one["trigger"], "on-prompt");
     assert_eq!(one["input_schema"]["required"], json!(["order_id"]));
     assert_eq!(one["output_schema"]["type"], "object");
@@ -420,17 +428,12 @@ async fn tests_run_dry_mock_and_live() {
     let path = "/v1/actions/order-status/test";
     let before = s.backend.received().len();
     let dry: Value = s
-        .post(
+        .post_json(
             path,
             AGENT_KEY,
             json!({"mode": "dry-run", "inputs": {"order_id": "123456"}}),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(dry["recorded"][0]["method"], "GET");
     assert!(
         dry["recorded"][0]["url"]
@@ -447,11 +450,9 @@ async fn tests_run_dry_mock_and_live() {
         .unwrap()[1]
         .clone();
     assert_eq!(auth, "Bearer {{secret.ORDERS_TOKEN}}");
-    let mock: Value = s
-        .post(path, AGENT_KEY, json!({"mode": "mock", "inputs": {"order_id": "123456"},
+    let mock: Value = s.post_json(path, AGENT_KEY, json!({"mode": "mock", "inputs": {"order_id": "123456"},
             "mock": {"status": 200, "headers": {"content-type": "application/json"},
-                     "body": {"order_id": "123456", "status": "lost at sea", "items": [], "eta": null}}}))
-        .send().await.unwrap().json().await.unwrap();
+                     "body": {"order_id": "123456", "status": "lost at sea", "items": [], "eta": null}}})).await;
     assert_eq!(mock["status"], "ok", "{mock}");
     assert_eq!(mock["outcome"]["data"]["status"], "lost at sea", "{mock}");
     assert_eq!(
@@ -460,17 +461,12 @@ async fn tests_run_dry_mock_and_live() {
         "dry-run and mock send nothing"
     );
     let live: Value = s
-        .post(
+        .post_json(
             path,
             AGENT_KEY,
             json!({"mode": "live", "inputs": {"order_id": "123456"}}),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(live["status"], "ok", "{live}");
     assert_eq!(s.backend.received().len(), before + 1);
     let r = s
@@ -521,13 +517,8 @@ async fn conversations_fire_on_prompt_actions_and_deliver_chat_end_ones() {
     assert_eq!(r["variables"]["name"], "Ada");
 
     let end: Value = s
-        .post("/v1/conversations/c-1/end", AGENT_KEY, json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json("/v1/conversations/c-1/end", AGENT_KEY, json!({}))
+        .await;
     let deliveries = end["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 1, "{end}");
     assert_eq!(end["already_ended"], false);
@@ -554,34 +545,17 @@ async fn conversations_fire_on_prompt_actions_and_deliver_chat_end_ones() {
     assert!(lead.authorized);
     wait_until("the delivery is recorded as done", || async {
         let d: Value = s
-            .get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
+            .await;
         d["delivery"]["state"] == "done"
     })
     .await;
     let d: Value = s
-        .get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
+        .await;
     assert_eq!(d["attempts"][0]["attempt"], 1, "{d}");
     assert_eq!(d["delivery"]["idempotency_key"], key.as_str());
-    let list: Value = s
-        .get("/v1/admin/outbox?state=done", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = s.get_json("/v1/admin/outbox?state=done", ADMIN_KEY).await;
     assert_eq!(list["counts"]["done"], 1, "{list}");
     assert_eq!(list["deliveries"][0]["id"], id);
     let r = s
@@ -592,14 +566,7 @@ async fn conversations_fire_on_prompt_actions_and_deliver_chat_end_ones() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     // The conversation is readable; ended ones take no more messages; ending twice delivers once.
-    let conv: Value = s
-        .get("/v1/conversations/c-1", AGENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conv: Value = s.get_json("/v1/conversations/c-1", AGENT_KEY).await;
     assert!(conv["ended_at_ms"].is_u64());
     assert_eq!(conv["messages"][0]["text"], "is my membership active?");
     let r = s
@@ -617,13 +584,8 @@ async fn conversations_fire_on_prompt_actions_and_deliver_chat_end_ones() {
         "conversation-ended"
     );
     let again: Value = s
-        .post("/v1/conversations/c-1/end", AGENT_KEY, json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json("/v1/conversations/c-1/end", AGENT_KEY, json!({}))
+        .await;
     assert_eq!(again["deliveries"], json!([]));
     let r = s
         .post("/v1/conversations/nope/end", AGENT_KEY, json!({}))
@@ -720,14 +682,7 @@ async fn uploads_are_checked_before_they_replace_and_removals_take_effect() {
         )
         .await;
     assert_eq!(no_component.status(), StatusCode::BAD_REQUEST);
-    let info: Value = s
-        .get("/v1/actions/order-status-2", AGENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = s.get_json("/v1/actions/order-status-2", AGENT_KEY).await;
     assert_eq!(info["description"], "v1");
     let (_, body) = s
         .invoke("order-status-2", json!({"order_id": "123456"}))
@@ -753,14 +708,7 @@ async fn uploads_are_checked_before_they_replace_and_removals_take_effect() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let info: Value = s
-        .get("/v1/actions/order-status-2", AGENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = s.get_json("/v1/actions/order-status-2", AGENT_KEY).await;
     assert_eq!(info["description"], "v2");
 
     // Removal.
@@ -840,14 +788,7 @@ async fn hot_reload_under_concurrent_calls_fails_no_call() {
         total += c.await.unwrap();
     }
     assert!(total >= 8, "the callers ran ({total} calls)");
-    let info: Value = s
-        .get("/v1/actions/order-status-2", AGENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = s.get_json("/v1/actions/order-status-2", AGENT_KEY).await;
     assert_eq!(info["description"], "v5");
     Arc::into_inner(s).expect("callers done").stop().await;
 }
@@ -879,14 +820,7 @@ async fn the_watcher_loads_new_versions_keeps_good_ones_over_bad_and_drops_remov
     )
     .unwrap();
     wait_until("the broken version is reported", || async {
-        let admin: Value = s
-            .get("/v1/admin/actions", ADMIN_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let admin: Value = s.get_json("/v1/admin/actions", ADMIN_KEY).await;
         admin["failures"]
             .as_array()
             .unwrap()
@@ -894,14 +828,7 @@ async fn the_watcher_loads_new_versions_keeps_good_ones_over_bad_and_drops_remov
             .any(|f| f["file"] == "order-status-2/action.toml")
     })
     .await;
-    let admin: Value = s
-        .get("/v1/admin/actions", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin: Value = s.get_json("/v1/admin/actions", ADMIN_KEY).await;
     let failure = admin["failures"]
         .as_array()
         .unwrap()
@@ -919,14 +846,7 @@ async fn the_watcher_loads_new_versions_keeps_good_ones_over_bad_and_drops_remov
             .contains(&*s.actions.path().to_string_lossy()),
         "no internal paths: {failure}"
     );
-    let info: Value = s
-        .get("/v1/actions/order-status-2", AGENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = s.get_json("/v1/actions/order-status-2", AGENT_KEY).await;
     assert_eq!(info["description"], "w1");
     let health: Value = s
         .client
@@ -946,25 +866,11 @@ async fn the_watcher_loads_new_versions_keeps_good_ones_over_bad_and_drops_remov
     )
     .unwrap();
     wait_until("w2 serves", || async {
-        let info: Value = s
-            .get("/v1/actions/order-status-2", AGENT_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: Value = s.get_json("/v1/actions/order-status-2", AGENT_KEY).await;
         info["description"] == "w2"
     })
     .await;
-    let admin: Value = s
-        .get("/v1/admin/actions", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin: Value = s.get_json("/v1/admin/actions", ADMIN_KEY).await;
     assert_eq!(admin["failures"], json!([]));
 
     // Removed folder: the action goes.
@@ -1131,17 +1037,12 @@ async fn end_with_a_lead(s: &Served, conv: &str) -> (i64, String) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let end: Value = s
-        .post(
+        .post_json(
             &format!("/v1/conversations/{conv}/end"),
             AGENT_KEY,
             json!({}),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     let d = &end["deliveries"][0];
     (
         d["id"].as_i64().unwrap(),
@@ -1150,13 +1051,8 @@ async fn end_with_a_lead(s: &Served, conv: &str) -> (i64, String) {
 }
 
 async fn delivery(s: &Served, id: i64) -> Value {
-    s.get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
-        .send()
+    s.get_json(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -1215,14 +1111,7 @@ async fn the_outbox_retries_transient_failures_dead_letters_the_rest_and_operato
             .contains("client-error"),
         "{d}"
     );
-    let list: Value = s
-        .get("/v1/admin/outbox?state=dead", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = s.get_json("/v1/admin/outbox?state=dead", ADMIN_KEY).await;
     assert_eq!(list["counts"]["dead"], 1, "{list}");
     // Only dead or retrying entries can be retried.
     let r = s
@@ -1271,13 +1160,8 @@ async fn the_outbox_retries_transient_failures_dead_letters_the_rest_and_operato
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let purged: Value = s
-        .post("/v1/admin/outbox/purge", ADMIN_KEY, json!({"done": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json("/v1/admin/outbox/purge", ADMIN_KEY, json!({"done": true}))
+        .await;
     assert_eq!(purged["purged"], 2, "{purged}");
     let r = s
         .get(&format!("/v1/admin/outbox/{id}"), ADMIN_KEY)

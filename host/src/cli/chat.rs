@@ -63,7 +63,11 @@ impl ChatArgs {
             (None, Some(r)) => r,
             (None, None) => unreachable!("one of the two is set above"),
         };
-        let deliverer = Arc::new(crate::server::open_outbox(runtime, &db, actions.clone())?);
+        let deliverer = Arc::new(crate::delivery::Deliverer::open(
+            runtime,
+            &db,
+            actions.clone(),
+        )?);
         let stop = tokio_util::sync::CancellationToken::new();
         let _stop_workers = stop.clone().drop_guard();
         tokio::spawn(deliverer.clone().run(stop));

@@ -105,7 +105,7 @@ impl NewArgs {
 /// # Errors
 /// [`CliError::Usage`] for a bad name or language, or an existing folder; I/O errors.
 pub fn scaffold(parent: &Path, name: &str, lang: &str) -> anyhow::Result<PathBuf> {
-    crate::server::loader::check_name(name).map_err(|e| CliError::Usage(e.to_string()))?;
+    crate::manifest::check_name(name).map_err(CliError::Usage)?;
     let template = LANGUAGES
         .iter()
         .find(|(l, _)| *l == lang)

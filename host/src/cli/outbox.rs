@@ -154,14 +154,7 @@ impl OutboxArgs {
                         .map(|h| crate::db::now_ms().saturating_sub(h.saturating_mul(3_600_000))),
                     limit: 0,
                 };
-                let mut purged = 0;
-                loop {
-                    let n = store.purge(&filter).await?;
-                    purged += n;
-                    if n < crate::outbox::DEFAULT_PURGE_LIMIT as u64 {
-                        break;
-                    }
-                }
+                let purged = crate::outbox::purge_all(&store, &filter).await?;
                 println!("purged {purged} entries");
                 Ok(())
             }

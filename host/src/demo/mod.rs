@@ -61,7 +61,7 @@ impl Demo {
     pub async fn conversation(&self, db: &Path) -> anyhow::Result<Vec<Line>> {
         use crate::chat::{Chat, UserMessage};
         let actions = std::sync::Arc::new(crate::registry::Actions::new(self.registry.clone()));
-        let deliverer = std::sync::Arc::new(crate::server::open_outbox(
+        let deliverer = std::sync::Arc::new(crate::delivery::Deliverer::open(
             &self.runtime,
             db,
             actions.clone(),

@@ -358,6 +358,27 @@ pub enum EndOutcome {
     },
 }
 
+/// Purges with `filter` until nothing more matches (each call deletes at most its limit, so the
+/// write lock is never held long) and returns how many entries were deleted.
+///
+/// # Errors
+/// The store's error; what was deleted before it stays deleted.
+pub async fn purge_all(store: &dyn OutboxStore, filter: &PurgeFilter) -> Result<u64, OutboxError> {
+    let limit = if filter.limit == 0 {
+        DEFAULT_PURGE_LIMIT
+    } else {
+        filter.limit
+    } as u64;
+    let mut purged = 0;
+    loop {
+        let n = store.purge(filter).await?;
+        purged += n;
+        if n < limit {
+            return Ok(purged);
+        }
+    }
+}
+
 /// Why an outbox call failed. Every message says what failed and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboxError {

@@ -480,7 +480,7 @@ pub async fn message(
     Path(id): Path<String>,
     ApiJson(msg): ApiJson<UserMessage>,
 ) -> Result<axum::Json<MessageResult>, ApiError> {
-    crate::conversations::check_id(&id)?;
+    // The id is checked by the conversation store (an invalid one is a 400).
     if let Some(bad) = msg
         .values
         .keys()
@@ -506,7 +506,6 @@ pub async fn end(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<EndResponse>, ApiError> {
-    crate::conversations::check_id(&id)?;
     let ended = state.chat.end(&id).await?;
     Ok(axum::Json(EndResponse {
         conversation_id: id,
@@ -644,19 +643,9 @@ pub async fn outbox_purge(
             .map(|ms| crate::db::now_ms().saturating_sub(ms)),
         limit: 0,
     };
-    let mut purged = 0;
-    loop {
-        let n = state
-            .deliverer
-            .store()
-            .purge(&filter)
-            .await
-            .map_err(outbox_error)?;
-        purged += n;
-        if n < crate::outbox::DEFAULT_PURGE_LIMIT as u64 {
-            break;
-        }
-    }
+    let purged = crate::outbox::purge_all(state.deliverer.store().as_ref(), &filter)
+        .await
+        .map_err(outbox_error)?;
     Ok(axum::Json(PurgeResponse { purged }))
 }
 

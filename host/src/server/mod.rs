@@ -88,7 +88,7 @@ impl Server {
         for f in &report.failed {
             tracing::warn!("{f}");
         }
-        let deliverer = Arc::new(open_outbox(
+        let deliverer = Arc::new(Deliverer::open(
             &runtime,
             &data_dir.join(crate::audit::DB_FILE),
             actions.clone(),
@@ -209,31 +209,6 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
     }
-}
-
-/// Opens the outbox in the database `db` (the data dir's `callout.db`) and builds its delivery
-/// workers (not started: spawn [`Deliverer::run`]).
-///
-/// # Errors
-/// When the database cannot be opened.
-pub fn open_outbox(
-    runtime: &Runtime,
-    db: &std::path::Path,
-    actions: Arc<Actions>,
-) -> anyhow::Result<Deliverer> {
-    let settings = runtime.config().outbox.clone();
-    let durability = if settings.durability == "full" {
-        crate::outbox::Durability::Full
-    } else {
-        crate::outbox::Durability::Normal
-    };
-    let store = crate::outbox::SqliteOutbox::open(db, durability)?;
-    Ok(Deliverer::new(
-        Arc::new(store),
-        actions,
-        runtime.metrics().clone(),
-        settings,
-    ))
 }
 
 async fn wait_for_signal() {
