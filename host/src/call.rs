@@ -82,20 +82,20 @@ pub struct Call {
 /// `{"status": 200, "headers": {"content-type": "application/json"}, "body": {"id": 1}}`, or
 /// `{"failure": "timeout"}` (`timeout`, `connect` or `protocol`). A body that is not a string
 /// is sent as JSON.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockResponse {
     /// HTTP status (default 200).
     #[serde(default = "default_status")]
     pub status: u16,
     /// Response headers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
     /// The body: a string as it is, anything else as JSON.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
     /// A transport failure instead of a response.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<MockFailure>,
 }
 
@@ -104,7 +104,7 @@ fn default_status() -> u16 {
 }
 
 /// Transport failures a mock can stand for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MockFailure {
     /// No answer in time.

@@ -95,6 +95,10 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     /// The largest upload (component plus manifest) the admin API takes, in MiB. Default: 64.
     pub max_upload_mb: u64,
+    /// `enforce` (default): an action version is served only after it passed its test cases
+    /// and the lints (see `crate::gate`). `skip`: every version that loads is served, each
+    /// logged as a warning and recorded as overridden (`--skip-publish-gate` does the same).
+    pub publish_gate: crate::gate::GateMode,
 }
 
 impl Default for ServerSettings {
@@ -106,6 +110,7 @@ impl Default for ServerSettings {
             watch_interval_ms: 1_000,
             shutdown_grace_ms: 10_000,
             max_upload_mb: 64,
+            publish_gate: crate::gate::GateMode::Enforce,
         }
     }
 }

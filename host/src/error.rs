@@ -30,6 +30,8 @@ pub enum LoadErrorKind {
     Describe,
     /// The compile cache could not be used (a directory that cannot be created, say).
     Cache,
+    /// The version loads but did not pass the publish gate (its test cases or the lints).
+    Gate,
 }
 
 impl fmt::Display for LoadErrorKind {
@@ -41,6 +43,7 @@ impl fmt::Display for LoadErrorKind {
             Self::Contradiction => "manifest contradicts component",
             Self::Describe => "describe() failed in",
             Self::Cache => "compile cache error for",
+            Self::Gate => "publish gate refused",
         })
     }
 }

@@ -109,6 +109,9 @@ pub struct RawManifest {
     /// The built-in "Send API Request" only: response mapping and reply template.
     #[serde(default)]
     pub response: Option<toml::Table>,
+    /// Test cases stored with the action (more may sit in `tests.toml`; see [`crate::cases`]).
+    #[serde(default)]
+    pub case: Vec<crate::cases::Case>,
 }
 
 /// `[signing]`: sign every outbound request of the action the Standard Webhooks way

@@ -12,6 +12,7 @@ mod http;
 mod loading;
 mod mcp_protocol;
 mod outbox_crash;
+mod publish;
 mod scaffold;
 mod server;
 mod signing;

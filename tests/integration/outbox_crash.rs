@@ -227,6 +227,12 @@ async fn sigkill_at_random_points_loses_no_chat_end_delivery() {
         example_manifest("crm-lead"),
     )
     .unwrap();
+    // Its test cases, so it passes the publish gate (once: restarts reuse the verdict).
+    std::fs::copy(
+        crate::support::example_actions().join("crm-lead/tests.toml"),
+        actions.join("crm-lead/tests.toml"),
+    )
+    .unwrap();
     let port = free_port();
     let config = dir.path().join("callout.toml");
     std::fs::write(

@@ -1,4 +1,5 @@
-//! `callout check`: validate, compile, cross-check, and show the grants.
+//! `callout check`: validate, compile, cross-check, show the grants, and lint (see
+//! [`crate::lint`]; the lints that need requests run the action's test cases, offline).
 
 use std::fmt::Write as _;
 
@@ -7,7 +8,11 @@ use crate::plugin::Plugin;
 
 /// Arguments of `callout check`.
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Fail on lint warnings too (for CI).
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
 
 impl CheckArgs {
     /// Loads every action and prints each one's grants; fails if any action did not load.
@@ -32,14 +37,68 @@ impl CheckArgs {
                     .join(", ")
             );
         }
+        // Lints: every action's cases run first (offline), then each action is linted with the
+        // conversation variables the whole set is known to produce.
+        let plugins: Vec<_> = registry.plugins().collect();
+        let mut cases = Vec::with_capacity(plugins.len());
+        let mut problems = Vec::new();
+        for p in &plugins {
+            match crate::cases::load(p) {
+                Ok(c) => cases.push(c),
+                Err(e) => {
+                    problems.push(format!("{}: {e}", p.name()));
+                    cases.push(Vec::new());
+                }
+            }
+        }
+        let known = crate::lint::known_variables(
+            plugins
+                .iter()
+                .map(|p| &***p)
+                .zip(cases.iter().map(Vec::as_slice)),
+        );
+        let (mut errors, mut warnings) = (0usize, 0usize);
+        for (p, c) in plugins.iter().zip(&cases) {
+            let mut results = Vec::with_capacity(c.len());
+            for case in c {
+                results.push(crate::cases::run(p, case).await);
+            }
+            for f in crate::lint::lint(p, c, &results, &known) {
+                match f.severity {
+                    crate::lint::Severity::Error => errors += 1,
+                    crate::lint::Severity::Warning => warnings += 1,
+                }
+                let _ = writeln!(out, "{f}");
+                problems.push(f.to_string());
+            }
+        }
         let ok = registry.plugins().count();
         let failed = registry.failures().len();
-        let _ = writeln!(out, "{ok} action(s) ok, {failed} failed");
+        let _ = writeln!(
+            out,
+            "{ok} action(s) ok, {failed} failed; lints: {errors} error(s), {warnings} warning(s)"
+        );
         print!("{out}");
         if failed > 0 {
             return Err(CliError::LoadFailures(
                 registry.failures().iter().map(|e| e.to_string()).collect(),
             )
+            .into());
+        }
+        if !problems.is_empty() && (errors > 0 || (self.deny_warnings && warnings > 0)) {
+            let blocking = if self.deny_warnings {
+                errors + warnings
+            } else {
+                errors
+            };
+            return Err(CliError::Failed(format!(
+                "check failed: {blocking} lint finding(s) block publishing (listed above{})",
+                if self.deny_warnings {
+                    "; --deny-warnings counts warnings"
+                } else {
+                    ""
+                }
+            ))
             .into());
         }
         Ok(())

@@ -9,13 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::GlobalArgs;
+use crate::gate::Gate;
 use crate::registry::Actions;
 use crate::server::loader::Loader;
 use crate::server::mcp_backend::ActionTools;
 
 /// Arguments of `callout mcp`.
 #[derive(Debug, clap::Args)]
-pub struct McpArgs {}
+pub struct McpArgs {
+    /// Serve action versions that did not pass their test cases and lints (the publish gate).
+    /// Every such version is logged as a warning and recorded as overridden. For emergencies.
+    #[arg(long)]
+    pub skip_publish_gate: bool,
+}
 
 impl McpArgs {
     /// Serves MCP on stdin/stdout until the client closes stdin.
@@ -23,12 +29,21 @@ impl McpArgs {
     /// # Errors
     /// A bad config or an unreadable actions directory.
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
-        let runtime = Arc::new(global.runtime()?);
+        let runtime = Arc::new(global.runtime_with(|c| {
+            if self.skip_publish_gate {
+                c.server.publish_gate = crate::gate::GateMode::Skip;
+            }
+        })?);
         let actions = Arc::new(Actions::default());
+        let gate = Arc::new(Gate::open(
+            &global.data_dir.join(crate::audit::DB_FILE),
+            runtime.config().server.publish_gate,
+        )?);
         let loader = Arc::new(Loader::new(
             runtime.clone(),
             global.actions.clone(),
             actions.clone(),
+            gate,
         ));
         let report = loader.scan(false).await?;
         for f in &report.failed {

@@ -71,8 +71,8 @@ pub struct GlobalArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate and compile every action, cross-check manifests against describe(), and print
-    /// what each action is granted.
+    /// Validate and compile every action, cross-check manifests against describe(), print
+    /// what each action is granted, and lint it (its test cases run offline first).
     Check(check::CheckArgs),
     /// List the loaded actions.
     List(list::ListArgs),
@@ -84,7 +84,7 @@ pub enum Command {
     DemoBackend(demo::DemoBackendArgs),
     /// List recorded outbound requests (allowed and denied), newest first.
     Audit(audit::AuditArgs),
-    /// Try an action before publishing: --dry-run, --mock <file> or --live.
+    /// Run the stored test cases of one action or all; or, with --input, try an action once (--dry-run, --mock <file> or --live).
     Test(test::TestArgs),
     /// Talk to the actions in the terminal: on-prompt rules and extract patterns, no LLM.
     Chat(chat::ChatArgs),
@@ -117,6 +117,9 @@ pub enum CliError {
     /// Some actions did not load (exit 1).
     #[error("{} action(s) failed to load:\n{}", .0.len(), .0.join("\n"))]
     LoadFailures(Vec<String>),
+    /// A check or test run found failures, already printed above (exit 1).
+    #[error("{0}")]
+    Failed(String),
     /// The command line or the setup is wrong (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -126,7 +129,7 @@ impl CliError {
     /// 1 for action and load failures, 2 for usage errors.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::ActionFailed { .. } | Self::LoadFailures(_) => 1,
+            Self::ActionFailed { .. } | Self::LoadFailures(_) | Self::Failed(_) => 1,
             Self::Usage(_) => 2,
         }
     }
@@ -167,7 +170,17 @@ impl GlobalArgs {
     /// # Errors
     /// A bad config file, dev-loopback entry or data dir.
     pub fn runtime(&self) -> anyhow::Result<Runtime> {
-        let (config, _) = HostConfig::load(self.config.as_deref())?;
+        self.runtime_with(|_| {})
+    }
+
+    /// As [`GlobalArgs::runtime`], with `adjust` applied to the settings first (a command's
+    /// flags that override callout.toml).
+    ///
+    /// # Errors
+    /// As [`GlobalArgs::runtime`].
+    pub fn runtime_with(&self, adjust: impl FnOnce(&mut HostConfig)) -> anyhow::Result<Runtime> {
+        let (mut config, _) = HostConfig::load(self.config.as_deref())?;
+        adjust(&mut config);
         let mut options = RuntimeOptions::new(&self.data_dir);
         options.config = config;
         options.dev_loopback = self.dev_loopback.clone();

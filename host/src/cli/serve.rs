@@ -13,6 +13,10 @@ pub struct ServeArgs {
     /// Where to listen (default: callout.toml's server.listen, else 127.0.0.1:8080).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Serve action versions that did not pass their test cases and lints (the publish gate).
+    /// Every such version is logged as a warning and recorded as overridden. For emergencies.
+    #[arg(long)]
+    pub skip_publish_gate: bool,
 }
 
 impl ServeArgs {
@@ -22,7 +26,11 @@ impl ServeArgs {
     /// A bad config (no API key, say), an unreadable actions directory, an address that
     /// cannot be bound.
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
-        let runtime = Arc::new(global.runtime()?);
+        let runtime = Arc::new(global.runtime_with(|c| {
+            if self.skip_publish_gate {
+                c.server.publish_gate = crate::gate::GateMode::Skip;
+            }
+        })?);
         let keys =
             Keys::from_settings(&runtime.config().server.api_keys, |v| std::env::var(v).ok())
                 .map_err(|e| anyhow::anyhow!("callout.toml: {e}"))?;

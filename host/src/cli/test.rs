@@ -1,6 +1,12 @@
 //! `callout test`: try an action before publishing it.
 //!
-//! `--dry-run` validates the inputs and renders the exact requests, secrets redacted, nothing
+//! Without `--input`, it runs the stored test cases ([`crate::cases`]) of one action or of all,
+//! through the real components with their recorded responses (nothing leaves the machine),
+//! prints `ok` or `FAIL` with a diff per case, ends with `N passed, N failed`, and exits
+//! non-zero on any failure. An action without cases, or one that does not load, counts as a
+//! failure: it could not be published. `--junit FILE` also writes a JUnit XML report.
+//!
+//! With `--input`, it runs the action once in a mode: `--dry-run` validates the inputs and renders the exact requests, secrets redacted, nothing
 //! sent; `--mock <file>` answers every request from a recorded response, so writes are safe to
 //! test; `--live` sends them. Each mode prints the requests, the responses (mock and live), the
 //! outcome and the reply the user would see. The exit code is 0 when the action succeeded.
@@ -15,13 +21,17 @@ use crate::call::{Call, Failure, MockResponse, Trigger};
 
 /// Arguments of `callout test`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["dry_run", "mock", "live"])))]
+#[command(group(clap::ArgGroup::new("mode").args(["dry_run", "mock", "live"]).requires("input")))]
 pub struct TestArgs {
-    /// The action's name.
-    pub action: String,
-    /// The inputs, a JSON object.
-    #[arg(long)]
-    pub input: String,
+    /// The action's name; without it (and without --input), every action's cases run.
+    pub action: Option<String>,
+    /// The inputs, a JSON object: run the action once in the mode given (--dry-run, --mock or
+    /// --live) instead of its stored cases.
+    #[arg(long, requires = "mode")]
+    pub input: Option<String>,
+    /// With the stored cases: also write a JUnit XML report to this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "input")]
+    pub junit: Option<PathBuf>,
     /// Conversation variables, a JSON object.
     #[arg(long, default_value = "{}")]
     pub variables: String,
@@ -52,14 +62,24 @@ impl TestArgs {
     /// [`CliError::ActionFailed`] when the action did not succeed (needs-input included),
     /// [`CliError::Usage`] for bad flags, an unreadable mock or an unknown action.
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
-        let inputs = object("--input", &self.input)?;
+        let Some(input) = &self.input else {
+            return self.run_cases(global).await;
+        };
+        let Some(action) = self.action.clone() else {
+            return Err(CliError::Usage(
+                "--input needs the action's name: callout test <action> --input '{...}' --dry-run"
+                    .into(),
+            )
+            .into());
+        };
+        let inputs = object("--input", input)?;
         let variables = object("--variables", &self.variables)?;
         let mock = match &self.mock {
             Some(path) => Some(Arc::new(MockResponse::load(path).map_err(CliError::Usage)?)),
             None => None,
         };
         let (_runtime, registry) = global.registry().await?;
-        let plugin = super::find_action(&registry, &self.action, &global.actions)?;
+        let plugin = super::find_action(&registry, &action, &global.actions)?;
         let mode = if self.dry_run {
             "dry-run"
         } else if mock.is_some() {
@@ -76,7 +96,7 @@ impl TestArgs {
             ..Call::default()
         };
         let report = plugin.invoke(call).await;
-        println!("test {} ({mode})", self.action);
+        println!("test {action} ({mode})");
         if let Err(Failure::NeedsInput { fields }) = &report.result {
             println!("inputs: not complete, nothing was called:");
             for f in fields {
@@ -131,11 +151,134 @@ impl TestArgs {
                 }
                 println!("attempts: {}", report.attempts);
                 Err(CliError::ActionFailed {
-                    action: self.action,
+                    action,
                     message: failure.to_string(),
                 }
                 .into())
             }
         }
+    }
+}
+
+impl TestArgs {
+    /// Runs the stored cases of one action or of all.
+    async fn run_cases(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        let (_runtime, registry) = global.registry().await?;
+        let plugins: Vec<Arc<crate::plugin::Plugin>> = match &self.action {
+            Some(name) => vec![super::find_action(&registry, name, &global.actions)?],
+            None => registry.plugins().cloned().collect(),
+        };
+        let mut passed = 0usize;
+        let mut failed = 0usize;
+        let mut junit = Junit::default();
+        if self.action.is_none() {
+            for f in registry.failures() {
+                println!("FAIL {} (does not load)\n  {f}", f.file.display());
+                junit.failure("load", &f.file.display().to_string(), &f.to_string());
+                failed += 1;
+            }
+        }
+        for plugin in &plugins {
+            match crate::cases::run_all(plugin).await {
+                Err(e) => {
+                    println!("FAIL {} (cases unreadable)\n  {e}", plugin.name());
+                    junit.failure(plugin.name(), "cases", &e);
+                    failed += 1;
+                }
+                Ok(suite) if suite.results.is_empty() => {
+                    let path = crate::cases::tests_path(&plugin.manifest().path);
+                    println!(
+                        "FAIL {} (no test cases: it cannot be published; add [[case]] tables to {})",
+                        plugin.name(),
+                        path.display()
+                    );
+                    junit.failure(plugin.name(), "cases", "no test cases");
+                    failed += 1;
+                }
+                Ok(suite) => {
+                    for r in &suite.results {
+                        print!("{}", crate::cases::render(&suite.action, r));
+                        if r.passed() {
+                            junit.pass(&suite.action, &r.case);
+                        } else {
+                            junit.failure(
+                                &suite.action,
+                                &r.case,
+                                &crate::cases::render(&suite.action, r),
+                            );
+                        }
+                    }
+                    passed += suite.passed();
+                    failed += suite.failed();
+                }
+            }
+        }
+        println!("{passed} passed, {failed} failed");
+        if let Some(path) = &self.junit {
+            std::fs::write(path, junit.xml()).map_err(|e| {
+                CliError::Usage(format!("cannot write --junit {}: {e}", path.display()))
+            })?;
+        }
+        if failed > 0 {
+            return Err(
+                CliError::Failed(format!("{failed} test case(s) failed (listed above)")).into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A JUnit XML report: one test suite per action, one test case per case.
+#[derive(Default)]
+struct Junit {
+    cases: Vec<(String, String, Option<String>)>,
+}
+
+impl Junit {
+    fn pass(&mut self, suite: &str, case: &str) {
+        self.cases.push((suite.into(), case.into(), None));
+    }
+
+    fn failure(&mut self, suite: &str, case: &str, message: &str) {
+        self.cases
+            .push((suite.into(), case.into(), Some(message.into())));
+    }
+
+    fn xml(&self) -> String {
+        use std::fmt::Write as _;
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let failures = self.cases.iter().filter(|c| c.2.is_some()).count();
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            x,
+            "<testsuites name=\"callout test\" tests=\"{}\" failures=\"{failures}\">",
+            self.cases.len()
+        );
+        for (suite, case, failure) in &self.cases {
+            let _ = write!(
+                x,
+                "  <testcase classname=\"{}\" name=\"{}\"",
+                esc(suite),
+                esc(case)
+            );
+            match failure {
+                None => x.push_str("/>\n"),
+                Some(m) => {
+                    let _ = writeln!(
+                        x,
+                        ">\n    <failure message=\"{}\">{}</failure>\n  </testcase>",
+                        esc(m.lines().next().unwrap_or_default()),
+                        esc(m)
+                    );
+                }
+            }
+        }
+        x.push_str("</testsuites>\n");
+        x
     }
 }

@@ -293,6 +293,9 @@ pub struct UploadForm {
     /// The component (.wasm), named by the manifest's `component`; absent for `builtin:`.
     #[schema(value_type = Option<String>, format = Binary)]
     component: Option<Vec<u8>>,
+    /// The test cases (tests.toml), unless the manifest holds them as `[[case]]` tables.
+    #[schema(value_type = Option<String>, format = Binary)]
+    tests: Option<Vec<u8>>,
 }
 
 fn plugin(state: &AppState, name: &str) -> Result<Arc<Plugin>, ApiError> {
@@ -708,9 +711,10 @@ pub async fn admin_list(State(state): State<AppState>) -> axum::Json<AdminAction
     })
 }
 
-/// Uploads a new action or a new version: multipart parts `manifest` (action.toml) and
-/// `component` (the .wasm the manifest names). The version is checked and compiled first; a
-/// bad one is rejected with the reason and the old version keeps serving. Calls in flight
+/// Uploads a new action or a new version: multipart parts `manifest` (action.toml),
+/// `component` (the .wasm the manifest names) and `tests` (tests.toml, optional). The version
+/// is checked, compiled and run through the publish gate (its test cases and the lints) first;
+/// a bad one is rejected with the reason and the old version keeps serving. Calls in flight
 /// finish on the version they started with.
 #[utoipa::path(put, path = "/v1/admin/actions/{name}", tag = "admin", security(("bearer" = [])),
     params(ActionPath),
@@ -721,7 +725,7 @@ pub async fn admin_list(State(state): State<AppState>) -> axum::Json<AdminAction
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Not an admin key", body = ErrorBody),
         (status = 413, description = "Larger than server.max_upload_mb", body = ErrorBody),
-        (status = 422, description = "The version does not load; the old one keeps serving", body = ErrorBody)))]
+        (status = 422, description = "The version does not load or did not pass the publish gate; the old one keeps serving", body = ErrorBody)))]
 pub async fn admin_put(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -730,15 +734,17 @@ pub async fn admin_put(
 ) -> Result<axum::Json<ActionInfo>, ApiError> {
     let mut manifest = None;
     let mut component = None;
+    let mut tests = None;
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         let part = field.name().unwrap_or_default().to_string();
         let bytes = field.bytes().await.map_err(multipart_error)?;
         match part.as_str() {
             "manifest" => manifest = Some(bytes),
             "component" => component = Some(bytes),
+            "tests" => tests = Some(bytes),
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown part {other:?}; send `manifest` (action.toml) and `component` (.wasm)"
+                    "unknown part {other:?}; send `manifest` (action.toml), `component` (.wasm) and `tests` (tests.toml)"
                 )));
             }
         }
@@ -748,11 +754,45 @@ pub async fn admin_put(
     })?;
     let plugin = state
         .loader
-        .install(&name, &manifest, component.as_deref())
+        .install(&name, &manifest, component.as_deref(), tests.as_deref())
         .await
         .map_err(change_error)?;
     tracing::info!(action = %name, key = %caller.key_name, "action uploaded");
     Ok(axum::Json(ActionInfo::of(&plugin)))
+}
+
+/// The publish gate's verdicts on an action's versions.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct GateHistory {
+    /// Whether the gate is enforced (`enforce`) or skipped by the operator (`skip`).
+    pub mode: crate::gate::GateMode,
+    /// The verdicts, newest first (at most 50).
+    pub verdicts: Vec<crate::gate::Verdict>,
+}
+
+/// The publish gate's verdicts on the versions of an action (also of one that never passed):
+/// each version's content hash, whether it passed or was overridden, its cases, the reasons
+/// and the lint warnings.
+#[utoipa::path(get, path = "/v1/admin/actions/{name}/gate", tag = "admin", security(("bearer" = [])),
+    params(ActionPath),
+    responses(
+        (status = 200, description = "The verdicts, newest first", body = GateHistory),
+        (status = 400, description = "Not a valid action name", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody)))]
+pub async fn admin_gate(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<GateHistory>, ApiError> {
+    crate::manifest::check_name(&name).map_err(ApiError::bad_request)?;
+    let gate = state.loader.gate().clone();
+    let verdicts = tokio::task::spawn_blocking(move || gate.history(&name, 50))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(axum::Json(GateHistory {
+        mode: state.loader.gate().mode(),
+        verdicts,
+    }))
 }
 
 /// Removes an action. Calls in flight finish.
@@ -838,7 +878,7 @@ impl utoipa::Modify for Security {
     ),
     paths(
         health, openapi, metrics, list_actions, get_action, invoke, test, message, end,
-        get_conversation, admin_list, admin_put, admin_delete, admin_reload, outbox_list,
+        get_conversation, admin_list, admin_put, admin_delete, admin_gate, admin_reload, outbox_list,
         outbox_show, outbox_retry, outbox_purge
     ),
     components(schemas(Failure)),

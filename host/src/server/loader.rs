@@ -8,6 +8,10 @@
 //! - the swap publishes a new [`Registry`] through [`Actions`]; calls in flight hold the
 //!   `Arc<Plugin>` they started with and finish on it.
 //!
+//! - a version that loads is published only when it passes the publish gate
+//!   ([`crate::gate`]): its test cases and the lints. A version that does not is rejected like
+//!   one that does not load.
+//!
 //! Changes are serialized by one lock, so an upload and a scan never interleave.
 //!
 //! The watcher polls (default every second, `server.watch_interval_ms`) instead of using
@@ -23,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{LoadError, LoadErrorKind};
+use crate::gate::Gate;
 use crate::plugin::{Plugin, Runtime};
 use crate::registry::{Actions, Registry, action_folders};
 
@@ -81,18 +86,60 @@ pub struct Loader {
     runtime: Arc<Runtime>,
     dir: PathBuf,
     actions: Arc<Actions>,
+    gate: Arc<Gate>,
     seen: tokio::sync::Mutex<Seen>,
 }
 
 impl Loader {
-    /// A loader for `dir`, publishing into `actions`. Nothing is loaded until
-    /// [`Loader::scan`] (the first scan loads every action at once).
-    pub fn new(runtime: Arc<Runtime>, dir: PathBuf, actions: Arc<Actions>) -> Self {
+    /// A loader for `dir`, publishing into `actions` the versions `gate` admits. Nothing is
+    /// loaded until [`Loader::scan`] (the first scan loads every action at once).
+    pub fn new(
+        runtime: Arc<Runtime>,
+        dir: PathBuf,
+        actions: Arc<Actions>,
+        gate: Arc<Gate>,
+    ) -> Self {
         Self {
             runtime,
             dir,
             actions,
+            gate,
             seen: tokio::sync::Mutex::new(Seen::default()),
+        }
+    }
+
+    /// The publish gate.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// Runs the gate on `plugin`, with the conversation variables known from `registry` and
+    /// `fresh` (the versions loaded with it, itself included).
+    async fn admit(
+        &self,
+        plugin: &Plugin,
+        registry: &Registry,
+        fresh: &[&Plugin],
+    ) -> Result<(), LoadError> {
+        let replaced: Vec<&str> = fresh.iter().map(|p| p.name()).collect();
+        let all: Vec<&Plugin> = registry
+            .plugins()
+            .map(|p| &**p)
+            .filter(|p| !replaced.contains(&p.name()))
+            .chain(fresh.iter().copied())
+            .collect();
+        let cases: Vec<Vec<crate::cases::Case>> = all
+            .iter()
+            .map(|p| crate::cases::load(p).unwrap_or_default())
+            .collect();
+        let known =
+            crate::lint::known_variables(all.iter().copied().zip(cases.iter().map(Vec::as_slice)));
+        let verdict = self.gate.check(plugin, &known).await;
+        if crate::gate::admits(&verdict) {
+            Ok(())
+        } else {
+            tracing::warn!(action = plugin.name(), "{}", verdict.message());
+            Err(crate::gate::load_error(plugin, &verdict))
         }
     }
 
@@ -130,6 +177,9 @@ impl Loader {
             seen.pending.remove(&folder);
         }
 
+        // Load every changed folder first, then gate them: a version's lints may rely on the
+        // variables another action of the same scan sets.
+        let mut loaded = Vec::new();
         for folder in folders {
             let fp = fingerprint(&folder);
             if seen.applied.get(&folder).is_some_and(|(f, _)| *f == fp) {
@@ -141,9 +191,30 @@ impl Loader {
                 continue;
             }
             seen.pending.remove(&folder);
-            let old_name = seen.applied.get(&folder).and_then(|(_, n)| n.clone());
             let manifest = folder.join("action.toml");
-            match self.runtime.load(&manifest).await {
+            let result = self.runtime.load(&manifest).await;
+            loaded.push((folder, fp, result));
+        }
+        let mut refused = Vec::new();
+        {
+            let fresh: Vec<&Plugin> = loaded
+                .iter()
+                .filter_map(|(_, _, r)| r.as_ref().ok())
+                .collect();
+            for (i, (_, _, result)) in loaded.iter().enumerate() {
+                if let Ok(plugin) = result
+                    && let Err(e) = self.admit(plugin, &registry, &fresh).await
+                {
+                    refused.push((i, e));
+                }
+            }
+        }
+        for (i, e) in refused {
+            loaded[i].2 = Err(e);
+        }
+        for (folder, fp, result) in loaded {
+            let old_name = seen.applied.get(&folder).and_then(|(_, n)| n.clone());
+            match result {
                 Ok(plugin) => match claim(&registry, &folder, plugin) {
                     Ok(plugin) => {
                         let name = plugin.name().to_string();
@@ -217,6 +288,7 @@ impl Loader {
         name: &str,
         manifest: &[u8],
         component: Option<&[u8]>,
+        tests: Option<&[u8]>,
     ) -> Result<Arc<Plugin>, ChangeError> {
         crate::manifest::check_name(name).map_err(ChangeError::BadRequest)?;
         let text = std::str::from_utf8(manifest)
@@ -264,6 +336,9 @@ impl Loader {
             if let Some(bytes) = component {
                 std::fs::write(staging.join(&component_field), bytes)?;
             }
+            if let Some(bytes) = tests {
+                std::fs::write(staging.join(crate::cases::TESTS_FILE), bytes)?;
+            }
             Ok(())
         };
         if let Err(e) = write() {
@@ -291,7 +366,15 @@ impl Loader {
                 staged.name()
             )));
         }
+        // Gated before anything is replaced; the final folder holds the same bytes, so the
+        // verdict recorded here (by content hash) is the one that version keeps.
         let registry = self.actions.snapshot();
+        if let Err(e) = self.admit(&staged, &registry, &[&staged]).await {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(ChangeError::Rejected(
+                e.detail.replace(&*staging.to_string_lossy(), name),
+            ));
+        }
         let folder = match registry.get(name) {
             Some(existing) => existing
                 .manifest()

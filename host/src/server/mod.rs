@@ -83,7 +83,16 @@ impl Server {
             );
         }
         let actions = Arc::new(Actions::default());
-        let loader = Arc::new(Loader::new(runtime.clone(), actions_dir, actions.clone()));
+        let gate = Arc::new(crate::gate::Gate::open(
+            &data_dir.join(crate::audit::DB_FILE),
+            settings.publish_gate,
+        )?);
+        let loader = Arc::new(Loader::new(
+            runtime.clone(),
+            actions_dir,
+            actions.clone(),
+            gate,
+        ));
         let report = loader.scan(false).await?;
         for f in &report.failed {
             tracing::warn!("{f}");
@@ -257,6 +266,7 @@ pub fn router(state: AppState, max_upload: usize, public: bool) -> Router {
             "/v1/admin/actions/{name}",
             put(api::admin_put).delete(api::admin_delete),
         )
+        .route("/v1/admin/actions/{name}/gate", get(api::admin_gate))
         .route("/v1/admin/reload", post(api::admin_reload))
         .route("/v1/admin/outbox", get(api::outbox_list))
         .route("/v1/admin/outbox/purge", post(api::outbox_purge))
