@@ -1,14 +1,14 @@
-//! `callout new` → `callout build` → `callout check` → `callout test --mock` for every
-//! language, so the templates cannot rot: each scaffold must build, load, and answer its
-//! recorded responses the way its README says (a found item, and a not-found).
+//! `callout new` → `callout build` → `callout check` → `callout test <name>` for every
+//! language, so the templates cannot rot: each scaffold must build, load, and pass every stored
+//! case of the `tests.toml` it ships (a found item, a not-found, a missing input, the upstream
+//! failing), the way its README says. One `callout test --mock` run with a recorded response
+//! written here keeps the one-off mode covered too.
 //!
 //! Python and JavaScript need the pinned tools that `./dev setup` installs (`.venv`,
 //! `node_modules`); without them these tests fail and say so.
 
 use std::path::Path;
 use std::process::{Command, Output};
-
-use serde_json::Value;
 
 fn callout(actions: &Path, data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_callout"))
@@ -69,11 +69,35 @@ fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str) {
     );
     assert!(text(&out.stdout).contains(&name), "{}", text(&out.stdout));
 
-    // The recorded responses the template ships, replayed through the real component.
-    let ok: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tests/ok.json")).unwrap()).unwrap();
-    let item_name = ok["body"]["name"].as_str().unwrap().to_string();
-    let ok_path = dir.join("tests/ok.json");
+    // The stored cases the template ships, run offline through the real component: all pass.
+    let cases: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("tests.toml")).unwrap()).unwrap();
+    let n = cases["case"].as_array().unwrap().len();
+    assert!(n >= 4, "the {lang} template ships {n} cases");
+    let out = callout(&actions, &data, &["test", &name]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "test ({lang}): {stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{n} passed, 0 failed")),
+        "test ({lang}): {stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        n,
+        "{stdout}"
+    );
+
+    // One call in --mock mode, answered from a recorded response written here.
+    let mock = root.path().join("found.json");
+    std::fs::write(
+        &mock,
+        r#"{"status": 200, "headers": {"content-type": "application/json"}, "body": {"id": "A-1", "name": "a red gadget"}}"#,
+    )
+    .unwrap();
     let out = callout(
         &actions,
         &data,
@@ -83,37 +107,19 @@ fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str) {
             "--input",
             r#"{"id": "A-1"}"#,
             "--mock",
-            ok_path.to_str().unwrap(),
+            mock.to_str().unwrap(),
         ],
     );
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
-        "test --mock ok ({lang}): {stdout}{}",
+        "test --mock ({lang}): {stdout}{}",
         text(&out.stderr)
     );
-    assert!(stdout.contains(&item_name), "{stdout}");
-    assert!(stdout.contains("the user would see:"), "{stdout}");
-    let nf_path = dir.join("tests/not-found.json");
-    let out = callout(
-        &actions,
-        &data,
-        &[
-            "test",
-            &name,
-            "--input",
-            r#"{"id": "nope"}"#,
-            "--mock",
-            nf_path.to_str().unwrap(),
-        ],
+    assert!(
+        stdout.contains("the user would see: A-1 is a red gadget."),
+        "{stdout}"
     );
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "test --mock not-found ({lang}): {stdout}"
-    );
-    assert!(stdout.contains("\"class\": \"not-found\""), "{stdout}");
     // Missing input: nothing is called, the question is asked.
     let out = callout(
         &actions,

@@ -1,8 +1,13 @@
 //! `callout new <name> --lang rust|python|js`: a working action to start from: source,
-//! `action.toml`, build configuration, and recorded responses that `callout test --mock`
-//! replays, so the scaffold's own test asserts real behaviour from the first minute.
+//! `action.toml`, build configuration, and a `tests.toml` of stored test cases (a found item,
+//! an unknown one, a missing input, the upstream failing) that `callout test <name>` runs
+//! offline with their recorded responses, so the scaffold asserts real behaviour from the first
+//! minute and passes the publish gate as soon as it is built.
 //!
-//! The templates live in `host/templates/<lang>/` and are compiled into the binary.
+//! The templates live in `host/templates/<lang>/` and are compiled into the binary. Writing
+//! one replaces `{{name}}`, `{{snake_name}}` and `{{guest_sdk}}` in every file and nothing
+//! else, so the `{{config.KEY}}`, `{{secret.NAME}}` and `{{idempotency_key}}` placeholders of
+//! manifests, sources and test cases reach the new folder as written.
 
 use std::path::{Path, PathBuf};
 
@@ -36,12 +41,8 @@ const RUST: Template = &[
     ),
     ("README.md", include_str!("../../templates/rust/README.md")),
     (
-        "tests/ok.json",
-        include_str!("../../templates/rust/tests/ok.json"),
-    ),
-    (
-        "tests/not-found.json",
-        include_str!("../../templates/rust/tests/not-found.json"),
+        "tests.toml",
+        include_str!("../../templates/rust/tests.toml"),
     ),
 ];
 
@@ -55,14 +56,9 @@ const PYTHON: Template = &[
         "README.md",
         include_str!("../../templates/python/README.md"),
     ),
-    ("test.sh", include_str!("../../templates/python/test.sh")),
     (
-        "tests/ok.json",
-        include_str!("../../templates/python/tests/ok.json"),
-    ),
-    (
-        "tests/not-found.json",
-        include_str!("../../templates/python/tests/not-found.json"),
+        "tests.toml",
+        include_str!("../../templates/python/tests.toml"),
     ),
 ];
 
@@ -73,15 +69,7 @@ const JS: Template = &[
         include_str!("../../templates/js/action.toml"),
     ),
     ("README.md", include_str!("../../templates/js/README.md")),
-    ("test.sh", include_str!("../../templates/js/test.sh")),
-    (
-        "tests/ok.json",
-        include_str!("../../templates/js/tests/ok.json"),
-    ),
-    (
-        "tests/not-found.json",
-        include_str!("../../templates/js/tests/not-found.json"),
-    ),
+    ("tests.toml", include_str!("../../templates/js/tests.toml")),
 ];
 
 /// The languages `--lang` takes, with their templates.
@@ -95,7 +83,11 @@ impl NewArgs {
     pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
         let dir = scaffold(&global.actions, &self.name, &self.lang)?;
         println!("created {} ({})", dir.display(), self.lang);
-        println!("next: callout build {}  then  callout check", dir.display());
+        println!(
+            "next: callout build {}  then  callout check  then  callout test {}",
+            dir.display(),
+            self.name
+        );
         Ok(())
     }
 }
