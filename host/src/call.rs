@@ -75,6 +75,10 @@ pub struct Call {
     /// Answer every outbound request that passes the policy from this recorded response
     /// instead of sending it (`callout test --mock`).
     pub mock: Option<std::sync::Arc<MockResponse>>,
+    /// Keep what a live call sent (secrets as placeholders, in [`CallReport::recorded`]) and
+    /// the responses it got ([`CallReport::responses`]): a live Test in the console shows
+    /// them and may keep them as a test case. Off by default: ordinary calls keep nothing.
+    pub capture: bool,
 }
 
 /// A recorded upstream answer for `callout test --mock` (and stored test cases): a response,
@@ -352,8 +356,11 @@ pub struct CallReport {
     pub result: Result<Outcome, Failure>,
     /// The idempotency key used.
     pub idempotency_key: String,
-    /// Requests recorded in dry-run.
+    /// Requests recorded in dry-run and mock calls, and in live calls with [`Call::capture`].
     pub recorded: Vec<RecordedRequest>,
+    /// Responses received by a live call with [`Call::capture`], in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub responses: Vec<MockResponse>,
     /// Requests the plugin made (sent or refused).
     pub requests: Vec<SentRequest>,
     /// What the plugin printed and logged, and how much was cut at the caps.

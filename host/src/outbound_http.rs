@@ -560,6 +560,9 @@ impl wit::Host for InstanceState {
             });
             return Ok(Err(wit::HttpError::DryRun));
         }
+        if self.capture {
+            self.recorded.push(prepared.recorded());
+        }
         let mut current = prepared;
         let mut hops = 0;
         loop {
@@ -603,7 +606,12 @@ impl wit::Host for InstanceState {
                 },
             });
             match result {
-                Ok(Sent::Response(r)) => return Ok(Ok(r)),
+                Ok(Sent::Response(r)) => {
+                    if self.capture {
+                        self.responses.push(captured(&r));
+                    }
+                    return Ok(Ok(r));
+                }
                 Err(e) => return Ok(Err(e)),
                 Ok(Sent::Redirect { status, location }) => {
                     hops += 1;
@@ -1052,6 +1060,25 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let addrs = this.allowed_addrs(&host).await?;
             Ok(Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0))) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// A live response as a test case records it: the body as JSON when it parses, else as text.
+fn captured(r: &wit::Response) -> crate::call::MockResponse {
+    let text = String::from_utf8_lossy(&r.body);
+    let body = if r.body.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|_| serde_json::Value::String(text.into_owned())),
+        )
+    };
+    crate::call::MockResponse {
+        status: r.status,
+        headers: r.headers.iter().cloned().collect(),
+        body,
+        failure: None,
     }
 }
 

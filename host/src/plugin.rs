@@ -604,6 +604,7 @@ impl Plugin {
                 result: Err(Failure::NeedsInput { fields }),
                 idempotency_key: call.idempotency_key.unwrap_or_default(),
                 recorded: Vec::new(),
+                responses: Vec::new(),
                 requests: Vec::new(),
                 output: Default::default(),
                 attempts: 0,
@@ -709,6 +710,7 @@ impl Plugin {
             secrets: CallSecrets::from_user_text(user_text(&call).iter().map(String::as_str)),
             mock: call.mock.clone(),
             idempotency_key: key.clone(),
+            capture: call.capture,
         };
         let invocation = bindings::Invocation {
             action: self.name.to_string(),
@@ -762,6 +764,7 @@ impl Plugin {
             result,
             idempotency_key: key,
             recorded: std::mem::take(&mut state.recorded),
+            responses: std::mem::take(&mut state.responses),
             requests: std::mem::take(&mut state.requests),
             output,
             attempts: 1,

@@ -32,6 +32,8 @@ pub struct CallScope {
     pub mock: Option<Arc<crate::call::MockResponse>>,
     /// The call's idempotency key (the `webhook-id` of signed requests).
     pub idempotency_key: String,
+    /// Keep live requests and responses ([`crate::call::Call::capture`]).
+    pub capture: bool,
 }
 
 /// Per-call state: the `T` of `Store<T>`.
@@ -58,8 +60,12 @@ pub struct InstanceState {
     pub mock: Option<Arc<crate::call::MockResponse>>,
     /// The call's idempotency key.
     pub idempotency_key: String,
-    /// Requests recorded in dry-run.
+    /// Requests recorded in dry-run and mock calls (and live ones when capturing).
     pub recorded: Vec<RecordedRequest>,
+    /// Whether live requests and their responses are kept.
+    pub capture: bool,
+    /// Responses kept when capturing.
+    pub responses: Vec<crate::call::MockResponse>,
     /// Requests made in this call.
     pub requests: Vec<SentRequest>,
     /// Captured stdout.
@@ -106,6 +112,8 @@ impl InstanceState {
             mock: call.mock,
             idempotency_key: call.idempotency_key,
             recorded: Vec::new(),
+            capture: call.capture,
+            responses: Vec::new(),
             requests: Vec::new(),
             stdout,
             stderr,

@@ -5,6 +5,7 @@ mod support;
 
 mod cache;
 mod cli;
+mod console;
 mod demo;
 mod flows;
 mod hostile;

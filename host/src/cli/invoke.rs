@@ -82,6 +82,7 @@ impl InvokeArgs {
             attempt: 1,
             dry_run: self.dry_run,
             mock: None,
+            capture: false,
         };
         let report = plugin.invoke(call).await;
         if self.dry_run {

@@ -31,6 +31,8 @@ use crate::registry::Actions;
 
 pub mod api;
 pub mod auth;
+pub mod console;
+pub mod draft;
 pub mod error;
 pub mod loader;
 pub mod mcp_backend;
@@ -56,6 +58,10 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Cancelled when the server shuts down (MCP sessions end with it).
     pub shutdown: CancellationToken,
+    /// The data dir (the database, the console's history).
+    pub data_dir: std::path::PathBuf,
+    /// Signed-in console browsers.
+    pub console: Arc<console::Sessions>,
 }
 
 /// Everything the server needs, built by [`Server::start`].
@@ -116,6 +122,8 @@ impl Server {
                 loader,
                 keys: Arc::new(keys),
                 shutdown: CancellationToken::new(),
+                data_dir: data_dir.to_path_buf(),
+                console: Arc::new(console::Sessions::default()),
             },
             settings,
         })
@@ -282,6 +290,7 @@ pub fn router(state: AppState, max_upload: usize, public: bool) -> Router {
         .route("/openapi.json", get(api::openapi))
         .merge(agent)
         .merge(admin)
+        .merge(console::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), count))
