@@ -238,7 +238,10 @@ async fn a_request_is_validated_tested_saved_through_the_gate_and_answers_in_a_c
         html.contains("id=\"name\" name=\"name\" value=\"Bad Name!\""),
         "values are kept"
     );
-    assert!(html.contains("aria-invalid=\"true\" aria-describedby=\"name-error\""));
+    assert!(
+        html.contains("aria-describedby=\"name-error name-hint\" aria-invalid=\"true\""),
+        "{html}"
+    );
     assert!(by_id(&html, "name-error").unwrap().contains("lower-case"));
     assert!(by_id(&html, "url-error").unwrap().contains("not a URL"));
 

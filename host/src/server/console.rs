@@ -404,11 +404,20 @@ async fn actions_page(State(state): State<AppState>) -> Html<String> {
     }
     let dir = state.loader.dir().to_string_lossy().to_string();
     for f in reg.failures() {
+        // The action's folder: the first part of the failing file's path under the actions
+        // directory (the file may be the manifest or a component beside or below it).
         let folder = f
             .file
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
+            .strip_prefix(state.loader.dir())
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .or_else(|| {
+                f.file
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_default();
         let detail = f.to_string().replace(&dir, ".");
         let _ = write!(
@@ -604,7 +613,17 @@ fn attr_invalid(errors: &FieldErrors, id: &str) -> (String, String) {
 }
 
 fn text_field(errors: &FieldErrors, id: &str, label: &str, value: &str, extra: &str) -> String {
-    let (a, e) = attr_invalid(errors, id);
+    let (mut a, e) = attr_invalid(errors, id);
+    // One aria-describedby, naming the hint and the error both (a second attribute would be
+    // ignored by the browser).
+    let mut extra = extra.to_string();
+    if !a.is_empty() && extra.contains("aria-describedby=\"") {
+        extra = extra.replace(
+            "aria-describedby=\"",
+            &format!("aria-describedby=\"{id}-error "),
+        );
+        a = " aria-invalid=\"true\"".to_string();
+    }
     format!(
         "<p class=\"field\"><label for=\"{id}\">{}</label><input id=\"{id}\" name=\"{id}\" value=\"{}\"{extra}{a}>{e}</p>",
         esc(label),
@@ -619,10 +638,13 @@ fn area_field(errors: &FieldErrors, id: &str, label: &str, value: &str, hint: &s
     } else {
         format!("<span class=\"hint\" id=\"{id}-hint\">{}</span>", esc(hint))
     };
-    let described = if hint.is_empty() || !a.is_empty() {
-        String::new()
-    } else {
-        format!(" aria-describedby=\"{id}-hint\"")
+    let (a, described) = match (hint.is_empty(), a.is_empty()) {
+        (true, _) => (a, String::new()),
+        (false, true) => (a, format!(" aria-describedby=\"{id}-hint\"")),
+        (false, false) => (
+            " aria-invalid=\"true\"".to_string(),
+            format!(" aria-describedby=\"{id}-error {id}-hint\""),
+        ),
     };
     format!(
         "<p class=\"field\"><label for=\"{id}\">{}</label>{hint_html}<textarea id=\"{id}\" name=\"{id}\" rows=\"4\"{described}{a}>{}</textarea>{e}</p>",
