@@ -14,6 +14,10 @@
 //!
 //! Build the example actions first (`./dev plugins`). A second argument measures one action
 //! only (for profiling it).
+//!
+//! `--reuse` measures the opt-in instance reuse instead (`[limits] reuse = "conversation"`):
+//! the actions are loaded with it set, and every call carries a conversation id, one per task
+//! (16 conversations at concurrency 16, one at concurrency 1).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,6 +67,7 @@ fn main() {
         .collect();
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let only: Option<String> = args.get(1).cloned();
+    let reuse = std::env::args().any(|a| a == "--reuse");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,8 +100,14 @@ fn main() {
         let runtime = Runtime::new(options).unwrap();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut registry = Registry::default();
+        let copies = tempfile::tempdir().unwrap();
         for dir in ["plugins", "plugins/python", "plugins/js"] {
-            let reg = Registry::load_dir(&runtime, &repo.join(dir)).await.unwrap();
+            let dir = if reuse {
+                with_reuse(&repo.join(dir), &copies.path().join(dir.replace('/', "-")))
+            } else {
+                repo.join(dir)
+            };
+            let reg = Registry::load_dir(&runtime, &dir).await.unwrap();
             assert!(reg.failures().is_empty(), "{:#?}", reg.failures());
             for p in reg.plugins() {
                 registry = registry.with(p.clone());
@@ -122,8 +133,9 @@ fn main() {
             Case { action: "crm-lead-js", method: reqwest::Method::POST, path: "/crm/leads",
                    inputs: lead.clone(), body: Some(lead.clone()) },
         ];
-        println!("| action | native p50 (c=1) | action p50 (c=1) | added latency | native req/s (c=16) | action calls/s (c=16) | ratio |");
-        println!("|---|---|---|---|---|---|---|");
+        let mode = if reuse { "reused per conversation" } else { "fresh per call" };
+        println!("| action | instance | native p50 (c=1) | action p50 (c=1) | added latency | native req/s (c=16) | action calls/s (c=16) | ratio |");
+        println!("|---|---|---|---|---|---|---|---|");
         for case in &cases {
             if only.as_deref().is_some_and(|o| o != case.action) {
                 continue;
@@ -132,6 +144,7 @@ fn main() {
             let call = Call {
                 inputs: case.inputs.as_object().unwrap().clone(),
                 idempotency_key: Some("bench-key".into()),
+                conversation_id: reuse.then(|| "bench-conversation".to_string()),
                 ..Call::default()
             };
             for _ in 0..100 {
@@ -175,9 +188,12 @@ fn main() {
             let action_rate = {
                 let t = Instant::now();
                 let tasks: Vec<_> = (0..16)
-                    .map(|_| {
+                    .map(|i| {
                         let plugin = Arc::clone(&plugin);
-                        let call = call.clone();
+                        let mut call = call.clone();
+                        if reuse {
+                            call.conversation_id = Some(format!("bench-conversation-{i}"));
+                        }
                         tokio::spawn(async move {
                             for _ in 0..total / 16 {
                                 assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
@@ -191,11 +207,34 @@ fn main() {
                 total as f64 / t.elapsed().as_secs_f64()
             };
             println!(
-                "| {} | {nm:.1?} | {am:.1?} | {:.1?} | {native_rate:.0} | {action_rate:.0} | {:.2} |",
+                "| {} | {mode} | {nm:.1?} | {am:.1?} | {:.1?} | {native_rate:.0} | {action_rate:.0} | {:.2} |",
                 case.action,
                 am.saturating_sub(nm),
                 action_rate / native_rate
             );
         }
     });
+}
+
+/// Copies the actions of `from` into `to` with `[limits] reuse = "conversation"` and their
+/// components' paths made absolute; returns `to`.
+fn with_reuse(from: &Path, to: &Path) -> std::path::PathBuf {
+    for folder in callout::registry::action_folders(from).unwrap() {
+        let text = std::fs::read_to_string(folder.join("action.toml")).unwrap();
+        let mut table: toml::Table = toml::from_str(&text).unwrap();
+        let component = table["component"].as_str().unwrap().to_string();
+        let abs = folder.join(&component).canonicalize().unwrap();
+        table.insert("component".into(), abs.display().to_string().into());
+        let limits = table
+            .entry("limits")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        limits
+            .as_table_mut()
+            .unwrap()
+            .insert("reuse".into(), "conversation".into());
+        let dest = to.join(folder.file_name().unwrap());
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join("action.toml"), toml::to_string(&table).unwrap()).unwrap();
+    }
+    to.to_path_buf()
 }

@@ -37,6 +37,12 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 /// The most events the writer commits in one transaction.
 const MAX_BATCH: usize = 513;
 
+/// How long the writer waits after the first event of a batch before committing it: 10 ms.
+/// Events reach the database at most this much later (plus the commit); in exchange a steady
+/// stream of calls costs one commit per 10 ms instead of one per request (measured in
+/// docs/performance.md).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// At most one "events dropped" warning per this interval.
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -466,6 +472,13 @@ impl Writer {
                 Ok(m) => m,
                 Err(RecvError) => return,
             };
+            // Linger before committing an event: events recorded meanwhile join its batch
+            // without waking this thread (nobody waits on the queue while it sleeps), so a
+            // steady trickle costs one wake-up and one commit per LINGER, not one per event.
+            // A flush is answered without lingering.
+            if matches!(first, Msg::Event(_)) {
+                std::thread::sleep(LINGER);
+            }
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {

@@ -316,7 +316,39 @@ pub struct LimitsSpec {
     /// Core instances per call. Default 32.
     #[serde(default)]
     pub instances: Option<u64>,
+    /// `"none"` (default): a fresh instance for every call. `"conversation"`: calls of one
+    /// conversation reuse one instance (see [`Reuse`]).
+    #[serde(default)]
+    pub reuse: Reuse,
 }
+
+/// Whether calls share an instance.
+///
+/// With `conversation`, the calls of one conversation (same conversation id) run in the same
+/// instance, one at a time, so instantiation and the reset of its memory are paid once per
+/// conversation instead of once per call. What the plugin keeps in memory between calls stays
+/// within that conversation: an instance is never used for another conversation, nor for a
+/// call without one. The trade-off: the plugin's globals persist across that conversation's
+/// calls (a plugin written for fresh instances may see state it did not expect), and an idle
+/// instance holds its memory slot until it is dropped: after [`REUSE_IDLE_MS`] without a call,
+/// after [`REUSE_MAX_CALLS`] calls, when the call traps or runs out of time or memory, or when
+/// more than [`REUSE_MAX_IDLE`] instances of the action are idle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reuse {
+    /// A fresh instance per call.
+    #[default]
+    None,
+    /// One instance per conversation.
+    Conversation,
+}
+
+/// How long an idle reused instance is kept: 60 s.
+pub const REUSE_IDLE_MS: u64 = 60_000;
+/// Calls one reused instance serves before it is replaced: 1 000.
+pub const REUSE_MAX_CALLS: u32 = 1_000;
+/// Idle reused instances kept per action: 64 (the oldest goes first).
+pub const REUSE_MAX_IDLE: usize = 64;
 
 /// Where a secret's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -361,6 +393,8 @@ pub struct Limits {
     pub table_elements: u64,
     /// Core instances.
     pub instances: u64,
+    /// Instance reuse.
+    pub reuse: Reuse,
 }
 
 /// Resolved HTTP grants.
@@ -747,6 +781,7 @@ impl Manifest {
                 output_bytes: output_kb << 10,
                 table_elements,
                 instances,
+                reuse: raw.limits.reuse,
             },
             on_error: crate::error_policy::ErrorPolicy::from_spec(raw.on_error.as_ref())
                 .map_err(err)?,

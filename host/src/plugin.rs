@@ -2,8 +2,9 @@
 //!
 //! [`Runtime`] holds what is shared by the process (engine, linker, HTTP clients, compile
 //! cache, epoch ticker); [`Plugin`] is one loaded action: its resolved manifest, its
-//! `describe()`, and an `InstancePre` from which every call instantiates a fresh store.
-//! Nothing compiles on the call path.
+//! `describe()`, and an `InstancePre` from which every call instantiates a fresh store (or,
+//! for an action with `[limits] reuse = "conversation"`, reuses the instance of its
+//! conversation). Nothing compiles on the call path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,6 +168,14 @@ impl Runtime {
         }
     }
 
+    /// Blocks until every audit event recorded so far is in the database (the writer batches
+    /// them for up to 10 ms). For readers in the same process, such as the console.
+    pub fn flush_audit(&self) {
+        if let Some(a) = self.http.audit() {
+            a.flush();
+        }
+    }
+
     /// The process's metrics.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         self.http.metrics()
@@ -259,6 +268,8 @@ impl Runtime {
             conditions,
             extractor,
             cache_status,
+            warm: (manifest.limits.reuse == crate::manifest::Reuse::Conversation)
+                .then(WarmPool::default),
             manifest,
         };
         plugin.descriptor = plugin.describe().await?;
@@ -303,6 +314,22 @@ impl Runtime {
             )
         })
     }
+}
+
+/// Starts the call's deadline on `store`. Every epoch tick the guest checks in: past the
+/// deadline it traps, before it yields to the async executor, so a looping plugin shares its
+/// worker thread instead of holding it for its whole deadline.
+fn arm_deadline(store: &mut Store<InstanceState>, deadline_ms: u64) {
+    let mut ticks_left = deadline_ticks(deadline_ms);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        ticks_left = ticks_left.saturating_sub(1);
+        if ticks_left == 0 {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
 }
 
 /// The folder name, used to find `[actions.<name>]` before the manifest is parsed.
@@ -391,6 +418,71 @@ pub struct Plugin {
     extractor: Extractor,
     cache_status: CacheStatus,
     manifest: Manifest,
+    /// Idle instances by conversation, when the manifest asks for reuse.
+    warm: Option<WarmPool>,
+}
+
+/// An instance kept for the next call of its conversation.
+struct Warm {
+    store: Store<InstanceState>,
+    instance: bindings::ActionPlugin,
+    calls: u32,
+    idle_since: Instant,
+}
+
+/// The idle instances of one action, by conversation id. A call takes its conversation's
+/// instance out (so two calls of one conversation never share it at once) and puts it back
+/// when it ended cleanly.
+#[derive(Default)]
+struct WarmPool {
+    idle: std::sync::Mutex<std::collections::HashMap<String, Warm>>,
+}
+
+impl WarmPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Warm>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, conversation: &str) -> Option<Warm> {
+        let idle_for = Duration::from_millis(crate::manifest::REUSE_IDLE_MS);
+        let mut idle = self.lock();
+        let w = idle.remove(conversation)?;
+        (w.idle_since.elapsed() < idle_for).then_some(w)
+    }
+
+    fn put(&self, conversation: String, w: Warm) {
+        if w.calls >= crate::manifest::REUSE_MAX_CALLS {
+            return;
+        }
+        let idle_for = Duration::from_millis(crate::manifest::REUSE_IDLE_MS);
+        // Dropped outside the lock: a store's drop returns its slot to the pool.
+        let mut dropped = Vec::new();
+        {
+            let mut idle = self.lock();
+            let expired: Vec<String> = idle
+                .iter()
+                .filter(|(_, w)| w.idle_since.elapsed() >= idle_for)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in expired {
+                dropped.extend(idle.remove(&k));
+            }
+            if idle.len() >= crate::manifest::REUSE_MAX_IDLE
+                && let Some(oldest) = idle
+                    .iter()
+                    .min_by_key(|(_, w)| w.idle_since)
+                    .map(|(k, _)| k.clone())
+            {
+                dropped.extend(idle.remove(&oldest));
+            }
+            if let Some(previous) = idle.insert(conversation, w) {
+                dropped.push(previous);
+            }
+        }
+        drop(dropped);
+    }
 }
 
 impl Plugin {
@@ -483,19 +575,7 @@ impl Plugin {
         );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        // Every epoch tick the guest checks in: past the deadline it traps, before it yields to
-        // the async executor, so a looping plugin shares its worker thread instead of holding
-        // it for its whole deadline.
-        let mut ticks_left = deadline_ticks(limits.deadline_ms);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            ticks_left = ticks_left.saturating_sub(1);
-            if ticks_left == 0 {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        arm_deadline(&mut store, limits.deadline_ms);
         store
     }
 
@@ -721,7 +801,7 @@ impl Plugin {
                 Trigger::Test => bindings::TriggerKind::Test,
             },
             inputs: Value::Object(call.inputs).to_string(),
-            conversation_id: call.conversation_id,
+            conversation_id: call.conversation_id.clone(),
             variables: Value::Object(call.variables).to_string(),
             transcript: call.transcript.map(|t| {
                 t.into_iter()
@@ -740,27 +820,52 @@ impl Plugin {
             attempt: call.attempt.max(1),
             dry_run: call.dry_run,
         };
-        let mut store = self.store(scope);
-        let run = async {
-            let inst = self.pre.instantiate_async(&mut store).await?;
-            inst.callout_plugin_action()
-                .call_invoke(&mut store, &invocation)
-                .await
+        // A reused instance of this conversation, if the action asks for reuse and one is idle.
+        let reuse_key = self
+            .warm
+            .as_ref()
+            .and(call.conversation_id.clone())
+            .filter(|c| !c.is_empty());
+        let warm = reuse_key
+            .as_deref()
+            .and_then(|c| self.warm.as_ref().and_then(|w| w.take(c)));
+        let (mut store, mut instance, calls) = match warm {
+            Some(w) => {
+                let mut store = w.store;
+                store.data_mut().begin_call(scope);
+                arm_deadline(&mut store, self.manifest.limits.deadline_ms);
+                (store, Some(w.instance), w.calls)
+            }
+            None => (self.store(scope), None, 0),
         };
-        let result = match tokio::time::timeout(self.wall_clock(), run).await {
-            Ok(Ok(Ok(outcome))) => convert_outcome(outcome),
-            Ok(Ok(Err(error))) => Err(convert_error(error)),
-            Ok(Err(trap)) => Err(self.failure_of(&trap, &store)),
-            Err(_) => Err(Failure::Deadline {
-                deadline_ms: self.manifest.limits.deadline_ms,
-            }),
+        let run = async {
+            let inst = match instance.take() {
+                Some(i) => i,
+                None => self.pre.instantiate_async(&mut store).await?,
+            };
+            let out = inst
+                .callout_plugin_action()
+                .call_invoke(&mut store, &invocation)
+                .await?;
+            Ok::<_, wasmtime::Error>((inst, out))
+        };
+        let (result, keep) = match tokio::time::timeout(self.wall_clock(), run).await {
+            Ok(Ok((inst, Ok(outcome)))) => (convert_outcome(outcome), Some(inst)),
+            Ok(Ok((inst, Err(error)))) => (Err(convert_error(error)), Some(inst)),
+            Ok(Err(trap)) => (Err(self.failure_of(&trap, &store)), None),
+            Err(_) => (
+                Err(Failure::Deadline {
+                    deadline_ms: self.manifest.limits.deadline_ms,
+                }),
+                None,
+            ),
         };
         let state = store.data_mut();
         let output = state.flush_output();
         if let Err(f) = &result {
             tracing::info!(action = %self.name, class = f.class(), "call failed: {f}");
         }
-        CallReport {
+        let report = CallReport {
             result,
             idempotency_key: key,
             recorded: std::mem::take(&mut state.recorded),
@@ -770,7 +875,23 @@ impl Plugin {
             attempts: 1,
             fallback: None,
             elapsed_us: started.elapsed().as_micros() as u64,
+        };
+        // Only an instance that ended its call cleanly (an outcome or an error it returned)
+        // serves the conversation's next call; a trap, a deadline or a memory limit drops it.
+        if let (Some(pool), Some(conversation), Some(instance)) = (&self.warm, reuse_key, keep)
+            && !store.data().limits.memory_exceeded
+        {
+            pool.put(
+                conversation,
+                Warm {
+                    store,
+                    instance,
+                    calls: calls + 1,
+                    idle_since: Instant::now(),
+                },
+            );
         }
+        report
     }
 
     /// Turns a trap (or host error) into the failure the caller sees.

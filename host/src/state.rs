@@ -122,6 +122,24 @@ impl InstanceState {
         }
     }
 
+    /// Makes a reused instance's state ready for the next call: the call's own settings from
+    /// `call`, and empty records, output budgets and limit flags (the instance keeps its memory,
+    /// which is the point of reusing it).
+    pub fn begin_call(&mut self, call: CallScope) {
+        self.dry_run = call.dry_run;
+        self.conversation_id = call.conversation_id;
+        self.call_secrets = call.secrets;
+        self.mock = call.mock;
+        self.idempotency_key = call.idempotency_key;
+        self.capture = call.capture;
+        self.recorded.clear();
+        self.responses.clear();
+        self.requests.clear();
+        self.log_budget = self.stdout.cap;
+        self.log_dropped = 0;
+        self.limits.memory_exceeded = false;
+    }
+
     /// Forwards what the plugin printed to tracing, escaped, says how much was cut, and
     /// returns the counts.
     pub fn flush_output(&self) -> OutputStats {

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use callout::{Failure, Plugin};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -179,4 +179,69 @@ async fn concurrent_calls_are_isolated_and_a_looping_one_does_not_block_others()
         looping.await.unwrap().result,
         Err(Failure::Deadline { .. })
     ));
+}
+
+/// A call of conversation `conversation` (none: a plain tool call).
+async fn in_conversation(
+    plugin: &Plugin,
+    conversation: Option<&str>,
+    inputs: Value,
+) -> callout::CallReport {
+    let mut c = callout::Call::tool(obj(inputs));
+    c.conversation_id = conversation.map(String::from);
+    plugin.invoke(c).await
+}
+
+#[tokio::test]
+async fn reuse_keeps_one_instance_per_conversation_and_never_shares_it() {
+    let actions = Actions::new();
+    actions.add(
+        "echo",
+        "name = \"echo\"\ncomponent = \"{echo}\"\n[limits]\nreuse = \"conversation\"\n",
+    );
+    actions.add(
+        "hostile",
+        "name = \"hostile\"\ncomponent = \"{hostile}\"\n[limits]\nreuse = \"conversation\"\ndeadline_ms = 500\nmemory_mb = 16\n",
+    );
+    let (rt, _data) = runtime();
+    let reg = load_all(&rt, &actions).await;
+    let echo = reg.get("echo").unwrap();
+    let count = |r: callout::CallReport| r.result.unwrap().data["calls_in_this_instance"].clone();
+    for want in 1..=3 {
+        let r = in_conversation(&echo, Some("conv-a"), json!({"message": "a"})).await;
+        assert_eq!(count(r), want, "conv-a's calls share its instance");
+    }
+    let r = in_conversation(&echo, Some("conv-b"), json!({"message": "b"})).await;
+    assert_eq!(count(r), 1, "another conversation gets its own instance");
+    for _ in 0..2 {
+        let r = in_conversation(&echo, None, json!({"message": "tool"})).await;
+        assert_eq!(count(r), 1, "a call without a conversation is never reused");
+    }
+    let r = in_conversation(&echo, Some("conv-a"), json!({"message": "a"})).await;
+    assert_eq!(count(r), 4);
+    // An error the plugin returns keeps the instance; the call's own records start empty.
+    let r = in_conversation(&echo, Some("conv-a"), json!({"message": "fail-validation"})).await;
+    assert!(matches!(
+        r.result,
+        Err(Failure::InvalidInput { .. } | Failure::NeedsInput { .. })
+    ));
+    let r = in_conversation(&echo, Some("conv-a"), json!({"message": "a"})).await;
+    assert_eq!(r.idempotency_key.len(), 32);
+    assert_eq!(count(r), 6);
+
+    // A trap, a deadline or a memory limit drops the instance: the next call of that
+    // conversation runs in a fresh one (a trapped component instance cannot be entered again).
+    let hostile = reg.get("hostile").unwrap();
+    for bad in [
+        json!({"mode": "trap"}),
+        json!({"mode": "loop"}),
+        json!({"mode": "alloc", "mb": 64}),
+    ] {
+        let r = in_conversation(&hostile, Some("conv-h"), json!({"mode": "ok"})).await;
+        assert_eq!(r.result.unwrap().data["ok"], true);
+        let r = in_conversation(&hostile, Some("conv-h"), bad.clone()).await;
+        assert!(r.result.is_err(), "{bad}");
+        let r = in_conversation(&hostile, Some("conv-h"), json!({"mode": "ok"})).await;
+        assert_eq!(r.result.unwrap().data["ok"], true, "after {bad}");
+    }
 }

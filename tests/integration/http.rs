@@ -769,8 +769,8 @@ async fn every_attempt_allowed_or_denied_is_audited_without_its_query() {
     )
     .await;
     assert_eq!(denial_code(denied.result.unwrap_err()), "path-not-allowed");
+    rt.flush_audit();
     drop(reg);
-    drop(rt); // flushes the audit writer
     let events = callout::audit::AuditLog::query(
         &data.path().join(callout::audit::DB_FILE),
         &Default::default(),

@@ -340,7 +340,9 @@ async fn last_calls(
     tests: bool,
 ) -> Vec<crate::audit::AuditEvent> {
     let db = state.data_dir.join(crate::audit::DB_FILE);
+    let runtime = state.runtime.clone();
     let events = tokio::task::spawn_blocking(move || {
+        runtime.flush_audit();
         crate::audit::AuditLog::query(
             &db,
             &crate::audit::AuditQuery {
