@@ -1,0 +1,138 @@
+//! Memory: the resident set (RSS) a loaded action costs, and what one call's instance costs
+//! while it lives: `cargo bench -p callout --bench memory`.
+//!
+//! - **Per loaded action**: `N` (default 50) copies of each example action are loaded from a
+//!   warm compile cache (distinct names, one component file); the RSS growth divided by `N`.
+//!   Copies of one component share its compiled code (one mapping of the cached artifact), as
+//!   versions of one action do; what each copy adds is its own metadata, `InstancePre`,
+//!   descriptor and schemas.
+//! - **Per live instance**: `K` calls of one action are made in `K` different conversations
+//!   with `[limits] reuse = "conversation"`, so each call's instance stays alive afterwards,
+//!   as an in-flight call's would; the RSS growth divided by `K`. The call's one request is
+//!   answered by a recorded response (no network).
+//!
+//! RSS is read from `/proc/self/statm` (Linux). Build the example actions first
+//! (`./dev plugins`). `cargo bench -p callout --bench memory -- [N] [K]`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use callout::call::MockResponse;
+use callout::{Call, Registry, Runtime, RuntimeOptions};
+use serde_json::{Value, json};
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
+    let resident: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    resident * 4096
+}
+
+fn mib(b: i64) -> String {
+    format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// `n` copies of the action in `folder` under `to`, named `<name>-copy-<i>`, with `reuse`
+/// set as asked and the component's path made absolute.
+fn copies(folder: &Path, to: &Path, n: usize, reuse: bool) -> PathBuf {
+    let text = std::fs::read_to_string(folder.join("action.toml")).unwrap();
+    let base: toml::Table = toml::from_str(&text).unwrap();
+    let name = base["name"].as_str().unwrap().to_string();
+    let component = folder
+        .join(base["component"].as_str().unwrap())
+        .canonicalize()
+        .unwrap();
+    let dir = to.join(format!("{name}-{}", if reuse { "reuse" } else { "copies" }));
+    for i in 0..n {
+        let mut t = base.clone();
+        t.insert("name".into(), format!("{name}-copy-{i}").into());
+        t.insert("component".into(), component.display().to_string().into());
+        if reuse {
+            let limits = t
+                .entry("limits")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            limits
+                .as_table_mut()
+                .unwrap()
+                .insert("reuse".into(), "conversation".into());
+        }
+        let d = dir.join(format!("{name}-copy-{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("action.toml"), toml::to_string(&t).unwrap()).unwrap();
+    }
+    dir
+}
+
+fn main() {
+    // SAFETY: single-threaded at this point, before any other thread starts.
+    unsafe { std::env::remove_var("RUST_BACKTRACE") };
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(50);
+    let k = args.get(1).copied().unwrap_or(50);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("memory-bench");
+    let work = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut options = RuntimeOptions::new(&data);
+        options.audit = false;
+        let runtime = Runtime::new(options).unwrap();
+        let cases: [(&str, &str, Value, Value); 5] = [
+            ("plugins/order-status", "order-status", json!({"order_id": "123456"}),
+             json!({"order_id": "123456", "status": "shipped", "carrier": "UPS", "tracking_number": "1Z", "items": [], "eta": "2026-12-02"})),
+            ("plugins/membership-verify", "membership-verify", json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
+             json!({"member_id": "M-1001", "status": "active", "plan": "gold", "valid_until": "2027-01-31", "expired_on": null})),
+            ("plugins/python/membership-verify", "membership-verify-py", json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
+             json!({"member_id": "M-1001", "status": "active", "plan": "gold", "valid_until": "2027-01-31", "expired_on": null})),
+            ("plugins/crm-lead", "crm-lead", json!({"name": "Ada", "email": "ada@example.com"}),
+             json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
+            ("plugins/js/crm-lead", "crm-lead-js", json!({"name": "Ada", "email": "ada@example.com"}),
+             json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
+        ];
+        println!("| action | RSS per loaded action (N = {n}) | RSS per live instance (K = {k}) |");
+        println!("|---|---|---|");
+        for (folder, name, inputs, body) in cases {
+            let folder = repo.join(folder);
+            // Warm the compile cache (and the code mapping) with one load first.
+            runtime.load(&folder.join("action.toml")).await.unwrap();
+            let dir = copies(&folder, work.path(), n, false);
+            let before = rss_bytes() as i64;
+            let reg = Registry::load_dir(&runtime, &dir).await.unwrap();
+            assert!(reg.failures().is_empty(), "{:#?}", reg.failures());
+            let per_action = (rss_bytes() as i64 - before) / n as i64;
+            drop(reg);
+
+            let dir = copies(&folder, work.path(), 1, true);
+            let reg = Registry::load_dir(&runtime, &dir).await.unwrap();
+            let plugin = reg.plugins().next().unwrap().clone();
+            let response = Arc::new(MockResponse {
+                status: 200,
+                headers: [("content-type".to_string(), "application/json".to_string())].into_iter().collect(),
+                body: Some(body),
+                failure: None,
+            });
+            let call = |i: usize| Call {
+                inputs: inputs.as_object().unwrap().clone(),
+                mock: Some(response.clone()),
+                conversation_id: Some(format!("memory-{i}")),
+                ..Call::default()
+            };
+            // One call first, so lazily built host state is not counted.
+            assert!(plugin.invoke_once(call(usize::MAX)).await.result.is_ok());
+            let before = rss_bytes() as i64;
+            for i in 0..k {
+                let r = plugin.invoke_once(call(i)).await;
+                assert!(r.result.is_ok(), "{name}: {:?}", r.result);
+            }
+            let per_instance = (rss_bytes() as i64 - before) / k as i64;
+            println!("| {name} | {} | {} |", mib(per_action), mib(per_instance));
+            drop(plugin);
+            drop(reg);
+        }
+    });
+}
