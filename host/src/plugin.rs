@@ -192,6 +192,7 @@ impl Runtime {
     /// # Errors
     /// A [`LoadError`] naming the file, the field and the fix.
     pub async fn load(&self, manifest_path: &Path) -> Result<Plugin, LoadError> {
+        let t0 = Instant::now();
         let host = self.host_limits();
         let overrides = self
             .config
@@ -222,6 +223,7 @@ impl Runtime {
                 )
             })?),
         };
+        let t_read = t0.elapsed();
         check_wasm_header(&wasm).map_err(|m| LoadError::new(LoadErrorKind::Component, path, m))?;
         let (component, cache_status) = self
             .cache
@@ -233,7 +235,9 @@ impl Runtime {
                     format!("it does not compile: {}", first_line(&e)),
                 )
             })?;
+        let t_compiled = t0.elapsed();
         let pre = self.instantiate_pre(&component, path)?;
+        let t_pre = t0.elapsed();
 
         let t = &manifest.raw.trigger;
         let conditions = match t.kind {
@@ -272,7 +276,9 @@ impl Runtime {
                 .then(WarmPool::default),
             manifest,
         };
+        let t_built = t0.elapsed();
         plugin.descriptor = plugin.describe().await?;
+        let t_described = t0.elapsed();
         let gate = InputGate::new(&plugin.descriptor.input_schema).map_err(|e| {
             LoadError::new(
                 LoadErrorKind::Component,
@@ -281,6 +287,17 @@ impl Runtime {
             )
         })?;
         plugin.gate = Some(gate);
+        tracing::debug!(
+            action = %plugin.name,
+            cache = plugin.cache_status.as_str(),
+            manifest_and_read_us = t_read.as_micros() as u64,
+            cache_or_compile_us = (t_compiled - t_read).as_micros() as u64,
+            instantiate_pre_us = (t_pre - t_compiled).as_micros() as u64,
+            triggers_us = (t_built - t_pre).as_micros() as u64,
+            describe_us = (t_described - t_built).as_micros() as u64,
+            input_schema_us = (t0.elapsed() - t_described).as_micros() as u64,
+            "load timings"
+        );
         Ok(plugin)
     }
 
