@@ -250,65 +250,95 @@ response = { status = 503 }
     let (ok, out) = check(&actions, &[]);
     assert!(!ok, "errors fail check:\n{out}");
 
-    let cl001 = findings(&out, "CL001");
-    assert_eq!(cl001.len(), 1, "{out}");
-    assert!(
-        cl001[0].starts_with("error[CL001] ")
-            && cl001[0].contains("unknown-var/action.toml: request.url: {{customer}} is neither a declared input nor a known conversation variable")
-            && cl001[0].contains("fix: declare it under [inputs.customer]"),
-        "{}",
-        cl001[0]
-    );
-    let cl002 = findings(&out, "CL002");
-    assert!(
-        cl002.len() == 1
-            && cl002[0].contains("eager-write/action.toml: trigger.kind: ")
-            && cl002[0].contains("may send POST but requires no input"),
-        "{out}"
-    );
-    let cl101 = findings(&out, "CL101");
-    assert!(
-        cl101.len() == 1
-            && cl101[0].contains("careless/action.toml: on_error: ")
-            && cl101[0].contains("fix: add [on_error] fallback"),
-        "{out}"
-    );
-    let cl103 = findings(&out, "CL103");
-    assert!(
-        cl103.len() == 1
-            && cl103[0].starts_with("warning[CL103] ")
-            && cl103[0].contains("careless/tests.toml: case: "),
-        "{out}"
-    );
-    let cl104 = findings(&out, "CL104");
-    assert!(
-        cl104.len() == 1 && cl104[0].contains("sunny/tests.toml"),
-        "{out}"
-    );
-    let cl105 = findings(&out, "CL105");
-    assert!(
-        cl105.len() == 1
-            && cl105[0].contains("bad-pointer/action.toml: response.variables.item_price: \"/item/price\" is in no test case's successful response"),
-        "only the pointer no response holds: {out}"
-    );
-    let cl107 = findings(&out, "CL107");
-    assert!(
-        cl107.len() == 1 && cl107[0].contains("opening-hours/action.toml"),
-        "{out}"
-    );
-    let cl102 = findings(&out, "CL102");
-    assert!(
-        cl102.len() == 1
-            && cl102[0]
-                .contains("sloppy-post/action.toml: on_error.retry: retries are on but the POST"),
-        "{out}"
-    );
-    let cl106 = findings(&out, "CL106");
-    assert!(
-        cl106.len() == 1
-            && cl106[0].contains("for case \"post\" the body sent as JSON is not JSON"),
-        "{out}"
-    );
+    // Each code: exactly one finding, of the right severity, naming the file, field and fix.
+    let cases: [(&str, &str, &[&str]); 9] = [
+        (
+            "CL001",
+            "error",
+            &[
+                "unknown-var/action.toml: request.url: {{customer}} is neither a declared input nor a known conversation variable",
+                "fix: declare it under [inputs.customer]",
+            ],
+        ),
+        (
+            "CL002",
+            "error",
+            &[
+                "eager-write/action.toml: trigger.kind: ",
+                "may send POST but requires no input",
+                "fix: mark the values it needs required",
+            ],
+        ),
+        (
+            "CL101",
+            "warning",
+            &[
+                "careless/action.toml: on_error: ",
+                "fix: add [on_error] fallback",
+            ],
+        ),
+        (
+            "CL103",
+            "warning",
+            &["careless/tests.toml: case: ", "fix: add [[case]] tables"],
+        ),
+        (
+            "CL104",
+            "warning",
+            &[
+                "sunny/tests.toml: case: ",
+                "fix: add a case whose response is",
+            ],
+        ),
+        (
+            "CL105",
+            "warning",
+            &[
+                "bad-pointer/action.toml: response.variables.item_price: \"/item/price\" is in no test case's successful response",
+                "fix: fix the pointer",
+            ],
+        ),
+        (
+            "CL107",
+            "warning",
+            &[
+                "opening-hours/action.toml: trigger.kind: ",
+                "fix: put the information in the agent's instructions",
+            ],
+        ),
+        (
+            "CL102",
+            "warning",
+            &[
+                "sloppy-post/action.toml: on_error.retry: retries are on but the POST",
+                "fix: send the call's idempotency key",
+            ],
+        ),
+        (
+            "CL106",
+            "warning",
+            &[
+                "sloppy-post/action.toml: request.body: for case \"post\" the body sent as JSON is not JSON",
+                "fix: build the body as a JSON value",
+            ],
+        ),
+    ];
+    for (code, severity, parts) in cases {
+        let found = findings(&out, code);
+        assert_eq!(found.len(), 1, "{code}:\n{out}");
+        assert!(
+            found[0].starts_with(&format!("{severity}[{code}] ")),
+            "{}",
+            found[0]
+        );
+        for part in parts {
+            assert!(
+                found[0].contains(part),
+                "{code} lacks {part:?}: {}",
+                found[0]
+            );
+        }
+    }
     // No lint fires where its mistake is absent: the clean actions are named by none.
     for clean_code in ["CL001", "CL002", "CL105", "CL107"] {
         for line in findings(&out, clean_code) {
@@ -390,7 +420,14 @@ async fn the_gate_refuses_untested_and_failing_versions_and_the_old_one_keeps_se
     let tests = std::fs::read_to_string(example_actions().join("order-status/tests.toml"))
         .unwrap()
         .replace("has shipped with UPS", "is on its way with UPS");
-    let r = upload_with_tests(&s, &without_cases("order-status-2", "v3"), &wasm, &tests).await;
+    let r = s
+        .upload_with_tests(
+            "order-status-2",
+            &without_cases("order-status-2", "v3"),
+            Some(&wasm),
+            Some(&tests),
+        )
+        .await;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     let msg = body["message"].as_str().unwrap();
@@ -409,7 +446,14 @@ async fn the_gate_refuses_untested_and_failing_versions_and_the_old_one_keeps_se
 
     // The same cases, correct, as a tests part: published.
     let tests = std::fs::read_to_string(example_actions().join("order-status/tests.toml")).unwrap();
-    let r = upload_with_tests(&s, &without_cases("order-status-2", "v4"), &wasm, &tests).await;
+    let r = s
+        .upload_with_tests(
+            "order-status-2",
+            &without_cases("order-status-2", "v4"),
+            Some(&wasm),
+            Some(&tests),
+        )
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let (_, body) = s
         .invoke("order-status-2", json!({"order_id": "123456"}))
@@ -434,34 +478,6 @@ async fn the_gate_refuses_untested_and_failing_versions_and_the_old_one_keeps_se
     assert_ne!(verdicts[0]["version"], verdicts[3]["version"]);
     assert_eq!(verdicts[0]["cases_passed"], 5);
     s.stop().await;
-}
-
-async fn upload_with_tests(
-    s: &Served,
-    manifest: &str,
-    wasm: &std::path::Path,
-    tests: &str,
-) -> reqwest::Response {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "manifest",
-            reqwest::multipart::Part::bytes(manifest.as_bytes().to_vec()).file_name("action.toml"),
-        )
-        .part(
-            "component",
-            reqwest::multipart::Part::bytes(std::fs::read(wasm).unwrap()).file_name("action.wasm"),
-        )
-        .part(
-            "tests",
-            reqwest::multipart::Part::bytes(tests.as_bytes().to_vec()).file_name("tests.toml"),
-        );
-    s.client
-        .put(format!("{}/v1/admin/actions/order-status-2", s.url))
-        .bearer_auth(ADMIN_KEY)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

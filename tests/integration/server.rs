@@ -169,6 +169,17 @@ impl Served {
         manifest: &str,
         wasm: Option<&Path>,
     ) -> reqwest::Response {
+        self.upload_with_tests(name, manifest, wasm, None).await
+    }
+
+    /// As [`Served::upload`], with a `tests` part (tests.toml) when given.
+    pub async fn upload_with_tests(
+        &self,
+        name: &str,
+        manifest: &str,
+        wasm: Option<&Path>,
+        tests: Option<&str>,
+    ) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new().part(
             "manifest",
             reqwest::multipart::Part::bytes(manifest.as_bytes().to_vec()).file_name("action.toml"),
@@ -177,6 +188,12 @@ impl Served {
             form = form.part(
                 "component",
                 reqwest::multipart::Part::bytes(std::fs::read(w).unwrap()).file_name("action.wasm"),
+            );
+        }
+        if let Some(t) = tests {
+            form = form.part(
+                "tests",
+                reqwest::multipart::Part::bytes(t.as_bytes().to_vec()).file_name("tests.toml"),
             );
         }
         self.client
