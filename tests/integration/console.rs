@@ -390,9 +390,35 @@ async fn a_request_is_validated_tested_saved_through_the_gate_and_answers_in_a_c
         html.contains("<option value=\"ORDERS_TOKEN\" selected>"),
         "{html}"
     );
+    assert!(
+        !html.contains("id=\"unshown\""),
+        "the form shows all it wrote"
+    );
     let gate: Value = s
         .get_json("/v1/admin/actions/track-order/gate", ADMIN_KEY)
         .await;
     assert_eq!(gate["verdicts"][0]["passed"], true);
+
+    // A hand-written version with settings the form lacks: Edit says which a save would drop.
+    let mut table: toml::Table =
+        toml::from_str(&std::fs::read_to_string(folder.join("action.toml")).unwrap()).unwrap();
+    let extra: toml::Table = toml::from_str(
+        "[response]\nnot_found = [404]\nreply = \"Your order is {{order_state}}.\"\n[response.variables]\norder_state = \"/status\"\n\
+         [on_error]\nfallback = \"Sorry.\"\n[on_error.retry]\nmax = 1\n\
+         [[case]]\nname = \"ok\"\ninputs = { order_id = \"123456\" }\nresponse = { status = 200, body = { status = \"shipped\" } }\n[case.expect]\noutcome = \"ok\"\n\
+         [[case]]\nname = \"down\"\ninputs = { order_id = \"123456\" }\nresponse = { status = 503 }\n[case.expect]\noutcome = \"server-error\"\n",
+    )
+    .unwrap();
+    table.extend(extra);
+    let r = s
+        .upload("track-order", &toml::to_string(&table).unwrap(), None)
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (_, html) = c.get("/console/actions/track-order/edit").await;
+    let notice = by_id(&html, "unshown").unwrap_or_default();
+    assert!(
+        html.contains("response.not_found") && html.contains("on_error.retry"),
+        "{notice}{html}"
+    );
     s.stop().await;
 }

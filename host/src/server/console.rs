@@ -589,12 +589,13 @@ async fn edit_page(State(state): State<AppState>, Path(name): Path<String>) -> R
     match reg.get(&name) {
         Some(p) if p.manifest().builtin.is_some() => {
             let cases = crate::cases::load(&p).unwrap_or_default();
-            form_page(
+            form_page_with(
                 &state,
                 &Draft::from_manifest(p.manifest(), cases),
                 &Vec::new(),
                 None,
                 &format!("Edit {name}"),
+                &draft::unshown_settings(p.manifest()),
             )
             .into_response()
         }
@@ -695,10 +696,30 @@ fn form_page(
     test: Option<&TestView>,
     title: &str,
 ) -> Html<String> {
+    form_page_with(state, d, errors, test, title, &[])
+}
+
+/// As [`form_page`], with `unshown`: settings of the action the form cannot show, which a save
+/// from the form would drop (named in a notice at the top).
+fn form_page_with(
+    state: &AppState,
+    d: &Draft,
+    errors: &FieldErrors,
+    test: Option<&TestView>,
+    title: &str,
+    unshown: &[String],
+) -> Html<String> {
     let secrets: Vec<String> = declared_secrets(state).into_keys().collect();
     let mut h = String::new();
     let _ = write!(h, "<h1>{}</h1>", esc(title));
     h.push_str(&summary(errors, "Please fix these fields"));
+    if !unshown.is_empty() {
+        let _ = write!(
+            h,
+            "<div id=\"unshown\" class=\"notice\" role=\"status\"><p>This action uses settings the form does not show: {}. Saving it from this form drops them; edit its action.toml instead to keep them.</p></div>",
+            esc(&unshown.join(", "))
+        );
+    }
     h.push_str("<form id=\"action-form\" method=\"post\" action=\"/console/actions/draft\">");
     // What and when.
     h.push_str("<fieldset><legend>Action</legend>");

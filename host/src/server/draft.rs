@@ -685,6 +685,72 @@ impl Draft {
     }
 }
 
+/// The settings of a built-in manifest that [`Draft`] does not carry (so a save from the form
+/// would drop them), as `table.key` names.
+pub fn unshown_settings(manifest: &Manifest) -> Vec<String> {
+    let raw = &manifest.raw;
+    let mut out = Vec::new();
+    let extra =
+        |table: Option<&toml::Table>, known: &[&str], prefix: &str, out: &mut Vec<String>| {
+            if let Some(t) = table {
+                out.extend(
+                    t.keys()
+                        .filter(|k| !known.contains(&k.as_str()))
+                        .map(|k| format!("{prefix}.{k}")),
+                );
+            }
+        };
+    extra(
+        raw.request.as_ref(),
+        &["method", "url", "headers", "body"],
+        "request",
+        &mut out,
+    );
+    extra(
+        raw.response.as_ref(),
+        &["variables", "reply"],
+        "response",
+        &mut out,
+    );
+    let policy = &manifest.on_error;
+    if !policy.messages.is_empty() {
+        out.push("on_error.messages".into());
+    }
+    if policy.retry.max > 0 {
+        out.push("on_error.retry".into());
+    }
+    if raw.on_error.as_ref().is_some_and(|o| o.ask_again.is_some()) {
+        out.push("on_error.ask_again".into());
+    }
+    if !raw.trigger.requires.is_empty() {
+        out.push("trigger.requires".into());
+    }
+    if raw.trigger.priority != 0 {
+        out.push("trigger.priority".into());
+    }
+    for (name, spec) in &raw.inputs {
+        if spec.extract.is_some() {
+            out.push(format!("inputs.{name}.extract"));
+        }
+        let narrowed = spec.allowed.is_some()
+            || spec.minimum.is_some()
+            || spec.maximum.is_some()
+            || spec.min_length.is_some()
+            || spec.max_length.is_some()
+            || spec.format.is_some();
+        if narrowed {
+            out.push(format!("inputs.{name} (enum, bounds or format)"));
+        }
+    }
+    if !raw.config.is_empty() {
+        out.push("config".into());
+    }
+    if raw.signing.is_some() {
+        out.push("signing".into());
+    }
+    out
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().last().unwrap_or(s).trim()
 }
