@@ -1441,6 +1441,8 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
         assert_eq!(ms_text(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(ms_text(1_795_779_723_000), "2026-11-27 08:22:03 UTC");
+        // Checked against Python's datetime.fromtimestamp(..., timezone.utc).
+        assert_eq!(ms_text(1_795_779_723_000), "2026-11-27 11:42:03 UTC");
+        assert_eq!(ms_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
     }
 }
