@@ -83,17 +83,23 @@ impl CompileCache {
         })
     }
 
-    /// The file an artifact for `wasm` lives in.
-    pub fn path_for(&self, wasm: &[u8]) -> PathBuf {
+    /// The identity of `wasm` for this engine: SHA-256 of the engine's compatibility id and the
+    /// bytes. It names the artifact's file, and identifies the component in the publish gate's
+    /// version hash (so the bytes are hashed once per load).
+    pub fn digest(&self, wasm: &[u8]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.engine_id);
         h.update(wasm);
-        self.dir
-            .join(format!("{}.cwasm", hex::encode(h.finalize())))
+        h.finalize().into()
+    }
+
+    /// The file an artifact with `digest` ([`CompileCache::digest`]) lives in.
+    pub fn path_for(&self, digest: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", hex::encode(digest)))
     }
 
     /// Returns the compiled component for `wasm`, from the cache when a valid artifact is there,
-    /// compiling (and storing) it otherwise.
+    /// compiling (and storing) it otherwise, with the bytes' [`CompileCache::digest`].
     ///
     /// # Errors
     /// The compile error of an invalid component. A cache that cannot be written is only
@@ -102,8 +108,9 @@ impl CompileCache {
         &self,
         engine: &Engine,
         wasm: &[u8],
-    ) -> Result<(Component, CacheStatus), wasmtime::Error> {
-        let path = self.path_for(wasm);
+    ) -> Result<(Component, CacheStatus, [u8; 32]), wasmtime::Error> {
+        let digest = self.digest(wasm);
+        let path = self.path_for(&digest);
         let mut status = CacheStatus::Miss;
         if let Ok(file) = std::fs::read(&path) {
             match self.verify(&file) {
@@ -112,7 +119,7 @@ impl CompileCache {
                     // it was written by this cache from `Engine::precompile_component` output;
                     // the key includes the engine's compatibility hash, so it matches this engine.
                     match unsafe { Component::deserialize(engine, artifact) } {
-                        Ok(c) => return Ok((c, CacheStatus::Hit)),
+                        Ok(c) => return Ok((c, CacheStatus::Hit, digest)),
                         Err(e) => {
                             tracing::warn!(path = %path.display(), "cached artifact unusable, recompiling: {e}")
                         }
@@ -130,7 +137,7 @@ impl CompileCache {
         }
         // SAFETY: `artifact` was produced just now by this engine.
         let component = unsafe { Component::deserialize(engine, &artifact)? };
-        Ok((component, status))
+        Ok((component, status, digest))
     }
 
     fn tag(&self, artifact: &[u8]) -> [u8; TAG_LEN] {

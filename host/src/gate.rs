@@ -73,17 +73,20 @@ impl Verdict {
     pub fn message(&self) -> String {
         format!(
             "not published: version {} did not pass the publish gate: {}; run `callout test {}` and `callout check` to see each failure, fix them and save again (the previous version, if any, keeps serving)",
-            &self.version[..12.min(self.version.len())],
+            short(&self.version),
             self.reasons.join("; "),
             self.action
         )
     }
 }
 
-/// The content hash of `plugin`'s current version.
+/// The content hash of `plugin`'s current version: its manifest and `tests.toml` as on disk,
+/// the component as it was loaded ([`Plugin::component_digest`], so the bytes judged are the
+/// bytes served, and they are not read and hashed again), its effective config and the host's
+/// version.
 ///
 /// # Errors
-/// When a file of the version cannot be read.
+/// When the manifest or `tests.toml` cannot be read.
 pub fn version(plugin: &Plugin) -> std::io::Result<String> {
     let m = plugin.manifest();
     let mut h = Sha256::new();
@@ -100,15 +103,17 @@ pub fn version(plugin: &Plugin) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => part("tests", b""),
         Err(e) => return Err(e),
     }
-    match m.builtin {
-        Some(b) => part("component", b.wasm),
-        None => part("component", &std::fs::read(&m.component_path)?),
-    }
+    part("component", plugin.component_digest());
     part(
         "config",
         toml::to_string(&m.config).unwrap_or_default().as_bytes(),
     );
     Ok(hex::encode(h.finalize()))
+}
+
+/// The first 12 hex digits of a version hash, as messages and pages show it.
+pub fn short(version: &str) -> &str {
+    &version[..12.min(version.len())]
 }
 
 /// What running the gate's checks found, before any verdict is recorded.
@@ -268,7 +273,7 @@ impl Gate {
         if overridden {
             tracing::warn!(
                 action = %action,
-                version = %&version[..12],
+                version = %short(&version),
                 "publish gate SKIPPED by the operator; serving a version that did not pass: {}",
                 reasons.join("; ")
             );

@@ -192,6 +192,12 @@ impl Runtime {
     /// # Errors
     /// A [`LoadError`] naming the file, the field and the fix.
     pub async fn load(&self, manifest_path: &Path) -> Result<Plugin, LoadError> {
+        self.load_action(manifest_path)
+            .await
+            .map_err(|e| e.for_manifest(manifest_path))
+    }
+
+    async fn load_action(&self, manifest_path: &Path) -> Result<Plugin, LoadError> {
         let t0 = Instant::now();
         let host = self.host_limits();
         let overrides = self
@@ -225,7 +231,7 @@ impl Runtime {
         };
         let t_read = t0.elapsed();
         check_wasm_header(&wasm).map_err(|m| LoadError::new(LoadErrorKind::Component, path, m))?;
-        let (component, cache_status) = self
+        let (component, cache_status, component_digest) = self
             .cache
             .load_or_compile(self.linker.engine(), &wasm)
             .map_err(|e| {
@@ -272,6 +278,7 @@ impl Runtime {
             conditions,
             extractor,
             cache_status,
+            component_digest,
             warm: (manifest.limits.reuse == crate::manifest::Reuse::Conversation)
                 .then(WarmPool::default),
             manifest,
@@ -434,6 +441,8 @@ pub struct Plugin {
     conditions: Option<Conditions>,
     extractor: Extractor,
     cache_status: CacheStatus,
+    /// The loaded component's [`CompileCache::digest`].
+    component_digest: [u8; 32],
     manifest: Manifest,
     /// Idle instances by conversation, when the manifest asks for reuse.
     warm: Option<WarmPool>,
@@ -578,6 +587,11 @@ impl Plugin {
     /// Whether the component came from the compile cache.
     pub fn cache_status(&self) -> CacheStatus {
         self.cache_status
+    }
+
+    /// SHA-256 of the engine's id and the component's bytes as they were loaded.
+    pub fn component_digest(&self) -> &[u8; 32] {
+        &self.component_digest
     }
 
     fn store(&self, call: CallScope) -> Store<InstanceState> {
@@ -809,6 +823,12 @@ impl Plugin {
             idempotency_key: key.clone(),
             capture: call.capture,
         };
+        // The conversation whose instance this call may reuse, when the action asks for reuse.
+        let reuse_key = self
+            .warm
+            .as_ref()
+            .and_then(|_| call.conversation_id.clone())
+            .filter(|c| !c.is_empty());
         let invocation = bindings::Invocation {
             action: self.name.to_string(),
             trigger: match call.trigger {
@@ -818,7 +838,7 @@ impl Plugin {
                 Trigger::Test => bindings::TriggerKind::Test,
             },
             inputs: Value::Object(call.inputs).to_string(),
-            conversation_id: call.conversation_id.clone(),
+            conversation_id: call.conversation_id,
             variables: Value::Object(call.variables).to_string(),
             transcript: call.transcript.map(|t| {
                 t.into_iter()
@@ -837,12 +857,7 @@ impl Plugin {
             attempt: call.attempt.max(1),
             dry_run: call.dry_run,
         };
-        // A reused instance of this conversation, if the action asks for reuse and one is idle.
-        let reuse_key = self
-            .warm
-            .as_ref()
-            .and(call.conversation_id.clone())
-            .filter(|c| !c.is_empty());
+        // A reused instance of this conversation, if one is idle.
         let warm = reuse_key
             .as_deref()
             .and_then(|c| self.warm.as_ref().and_then(|w| w.take(c)));

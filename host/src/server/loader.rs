@@ -113,28 +113,14 @@ impl Loader {
         &self.gate
     }
 
-    /// Runs the gate on `plugin`, with the conversation variables known from `registry` and
-    /// `fresh` (the versions loaded with it, itself included).
+    /// Runs the gate on `plugin`, given the conversation variables `known` across the
+    /// deployment ([`known_variables`]).
     async fn admit(
         &self,
         plugin: &Plugin,
-        registry: &Registry,
-        fresh: &[&Plugin],
+        known: &std::collections::BTreeSet<String>,
     ) -> Result<(), LoadError> {
-        let replaced: Vec<&str> = fresh.iter().map(|p| p.name()).collect();
-        let all: Vec<&Plugin> = registry
-            .plugins()
-            .map(|p| &**p)
-            .filter(|p| !replaced.contains(&p.name()))
-            .chain(fresh.iter().copied())
-            .collect();
-        let cases: Vec<Vec<crate::cases::Case>> = all
-            .iter()
-            .map(|p| crate::cases::load(p).unwrap_or_default())
-            .collect();
-        let known =
-            crate::lint::known_variables(all.iter().copied().zip(cases.iter().map(Vec::as_slice)));
-        let verdict = self.gate.check(plugin, &known).await;
+        let verdict = self.gate.check(plugin, known).await;
         if crate::gate::admits(&verdict) {
             Ok(())
         } else {
@@ -201,9 +187,10 @@ impl Loader {
                 .iter()
                 .filter_map(|(_, _, r)| r.as_ref().ok())
                 .collect();
+            let known = known_variables(&registry, &fresh);
             for (i, (_, _, result)) in loaded.iter().enumerate() {
                 if let Ok(plugin) = result
-                    && let Err(e) = self.admit(plugin, &registry, &fresh).await
+                    && let Err(e) = self.admit(plugin, &known).await
                 {
                     refused.push((i, e));
                 }
@@ -369,7 +356,10 @@ impl Loader {
         // Gated before anything is replaced; the final folder holds the same bytes, so the
         // verdict recorded here (by content hash) is the one that version keeps.
         let registry = self.actions.snapshot();
-        if let Err(e) = self.admit(&staged, &registry, &[&staged]).await {
+        if let Err(e) = self
+            .admit(&staged, &known_variables(&registry, &[&staged]))
+            .await
+        {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(ChangeError::Rejected(
                 e.detail.replace(&*staging.to_string_lossy(), name),
@@ -463,6 +453,23 @@ impl Loader {
         tracing::info!(action = name, "removed through the admin API");
         Ok(())
     }
+}
+
+/// The conversation variables known across `registry` with the `fresh` versions in place of
+/// theirs (see [`crate::lint::known_variables`]), read once for a whole scan or upload.
+fn known_variables(registry: &Registry, fresh: &[&Plugin]) -> std::collections::BTreeSet<String> {
+    let replaced: Vec<&str> = fresh.iter().map(|p| p.name()).collect();
+    let all: Vec<&Plugin> = registry
+        .plugins()
+        .map(|p| &**p)
+        .filter(|p| !replaced.contains(&p.name()))
+        .chain(fresh.iter().copied())
+        .collect();
+    let cases: Vec<Vec<crate::cases::Case>> = all
+        .iter()
+        .map(|p| crate::cases::load(p).unwrap_or_default())
+        .collect();
+    crate::lint::known_variables(all.iter().copied().zip(cases.iter().map(Vec::as_slice)))
 }
 
 /// Refuses a plugin whose name another folder's action already has.
