@@ -58,6 +58,9 @@ pub struct LoadError {
     pub file: PathBuf,
     /// The field, the problem and the fix, in one sentence.
     pub detail: String,
+    /// The folder of the action's `action.toml`, when known ([`crate::Runtime::load`] sets it
+    /// on every error): which action failed, even when `file` is a component elsewhere.
+    pub folder: Option<PathBuf>,
 }
 
 impl LoadError {
@@ -67,6 +70,21 @@ impl LoadError {
             kind,
             file: file.into(),
             detail: detail.into(),
+            folder: None,
         }
+    }
+
+    /// The same error, for the action whose `action.toml` is `manifest`.
+    pub fn for_manifest(mut self, manifest: &std::path::Path) -> Self {
+        self.folder = manifest.parent().map(std::path::Path::to_path_buf);
+        self
+    }
+
+    /// The failing action's folder: [`LoadError::folder`], else the folder of `file`.
+    pub fn action_folder(&self) -> &std::path::Path {
+        self.folder
+            .as_deref()
+            .or_else(|| self.file.parent())
+            .unwrap_or(std::path::Path::new(""))
     }
 }

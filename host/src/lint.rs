@@ -264,63 +264,51 @@ pub fn lint(
         .map(|t| t.keys().cloned().collect())
         .unwrap_or_default();
 
-    // CL001: templates naming what nothing provides.
+    // CL001: templates naming what nothing provides. Each placeholder resolves to a config
+    // key, a secret, or an input/variable; the first that is missing is the finding.
     let mut uses_values = false;
     for (field, template) in templates(plugin) {
         for name in placeholders(&template) {
-            if name == "idempotency_key" {
-                continue;
-            }
-            if let Some(key) = name.strip_prefix("config.") {
-                if !m.config.contains_key(key) {
-                    add(
-                        "CL001",
-                        Severity::Error,
-                        &file,
-                        &field,
-                        format!(
-                            "{{{{{name}}}}} names the config key {key:?}, which [config] does not set"
-                        ),
+            let unresolved = if name == "idempotency_key" {
+                None
+            } else if let Some(key) = name.strip_prefix("config.") {
+                (!m.config.contains_key(key)).then(|| {
+                    (
+                        format!("names the config key {key:?}, which [config] does not set"),
                         format!("add {key} to [config], or fix the name"),
-                    );
-                }
-                continue;
-            }
-            if let Some(secret) = name.strip_prefix("secret.") {
-                if !m.secrets.contains_key(secret) {
-                    add(
-                        "CL001",
-                        Severity::Error,
-                        &file,
-                        &field,
-                        format!(
-                            "{{{{{name}}}}} names the secret {secret:?}, which [secrets] does not declare"
-                        ),
+                    )
+                })
+            } else if let Some(secret) = name.strip_prefix("secret.") {
+                (!m.secrets.contains_key(secret)).then(|| {
+                    (
+                        format!("names the secret {secret:?}, which [secrets] does not declare"),
                         format!(
                             "declare [secrets.{secret}] with its source and hosts, or fix the name"
                         ),
-                    );
-                }
-                continue;
-            }
-            uses_values = true;
-            let in_reply = field == "response.reply" && mapped.contains(&name);
-            if !(inputs.contains(&name)
-                || requires.contains(&name)
-                || known.contains(&name)
-                || in_reply)
-            {
+                    )
+                })
+            } else {
+                uses_values = true;
+                let in_reply = field == "response.reply" && mapped.contains(&name);
+                let provided = inputs.contains(&name)
+                    || requires.contains(&name)
+                    || known.contains(&name)
+                    || in_reply;
+                (!provided).then(|| {
+                    (
+                        "is neither a declared input nor a known conversation variable, so the request cannot be filled".to_string(),
+                        format!("declare it under [inputs.{name}] (with a prompt), list it in [trigger] requires if another action sets it, or fix the name"),
+                    )
+                })
+            };
+            if let Some((message, fix)) = unresolved {
                 add(
                     "CL001",
                     Severity::Error,
                     &file,
                     &field,
-                    format!(
-                        "{{{{{name}}}}} is neither a declared input nor a known conversation variable, so the request cannot be filled"
-                    ),
-                    format!(
-                        "declare it under [inputs.{name}] (with a prompt), list it in [trigger] requires if another action sets it, or fix the name"
-                    ),
+                    format!("{{{{{name}}}}} {message}"),
+                    fix,
                 );
             }
         }
@@ -476,8 +464,7 @@ pub fn lint(
 
     // CL107: a live call for what never changes.
     let reads_only = !methods.is_empty() && methods.iter().all(|x| *x == Method::Get);
-    let builtin_or_no_inputs = m.builtin.is_some() || !uses_values;
-    if on_prompt && reads_only && inputs.is_empty() && !uses_values && builtin_or_no_inputs {
+    if on_prompt && reads_only && inputs.is_empty() && !uses_values {
         add(
             "CL107",
             Severity::Warning,

@@ -43,15 +43,18 @@ impl Registry {
         match runtime.load(manifest).await {
             Ok(plugin) => {
                 if let Some(existing) = self.plugins.get(plugin.name()) {
-                    self.failures.push(LoadError::new(
-                        LoadErrorKind::Manifest,
-                        manifest,
-                        format!(
-                            "name = {:?} is already used by {}; give each action its own name",
-                            plugin.name(),
-                            existing.manifest().path.display()
-                        ),
-                    ));
+                    self.failures.push(
+                        LoadError::new(
+                            LoadErrorKind::Manifest,
+                            manifest,
+                            format!(
+                                "name = {:?} is already used by {}; give each action its own name",
+                                plugin.name(),
+                                existing.manifest().path.display()
+                            ),
+                        )
+                        .for_manifest(manifest),
+                    );
                     return;
                 }
                 tracing::debug!(action = plugin.name(), cache = ?plugin.cache_status(), "loaded");
@@ -85,7 +88,8 @@ impl Registry {
     pub fn with(&self, plugin: Arc<Plugin>) -> Self {
         let mut next = self.clone();
         let manifest = plugin.manifest().path.clone();
-        next.failures.retain(|f| !same_action(&f.file, &manifest));
+        next.failures
+            .retain(|f| Some(f.action_folder()) != manifest.parent());
         next.plugins.insert(plugin.name().to_string(), plugin);
         next
     }
@@ -98,7 +102,7 @@ impl Registry {
             next.plugins.remove(name);
         }
         if let Some(folder) = folder {
-            next.failures.retain(|f| !f.file.starts_with(folder));
+            next.failures.retain(|f| f.action_folder() != folder);
         }
         next
     }
@@ -138,10 +142,6 @@ pub fn action_folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     folders.sort();
     Ok(folders)
-}
-
-fn same_action(a: &Path, b: &Path) -> bool {
-    a.parent().is_some_and(|pa| Some(pa) == b.parent())
 }
 
 /// The current set of actions of a running host, swapped as a whole when actions are added,

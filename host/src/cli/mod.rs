@@ -148,12 +148,11 @@ pub fn find_action(
     if let Some(p) = registry.get(name) {
         return Ok(p);
     }
-    if let Some(f) = registry.failures().iter().find(|f| {
-        f.file
-            .parent()
-            .and_then(|p| p.file_name())
-            .is_some_and(|n| n == name)
-    }) {
+    if let Some(f) = registry
+        .failures()
+        .iter()
+        .find(|f| f.action_folder().file_name().is_some_and(|n| n == name))
+    {
         return Err(CliError::Usage(format!("action {name} did not load: {f}")));
     }
     let names: Vec<&str> = registry.plugins().map(|p| p.name()).collect();

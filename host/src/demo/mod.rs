@@ -232,7 +232,7 @@ impl Demo {
                 let why = registry
                     .failures()
                     .iter()
-                    .find(|f| f.file.components().any(|c| c.as_os_str() == action))
+                    .find(|f| f.action_folder().file_name().is_some_and(|n| n == action))
                     .map(|f| f.to_string())
                     .unwrap_or_else(|| {
                         format!("no action named {action} in {}", actions_dir.display())

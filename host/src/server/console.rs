@@ -331,6 +331,13 @@ fn ms_text(ms: u64) -> String {
     )
 }
 
+/// Waits until the audit events recorded so far are readable (the writer batches them for up
+/// to 10 ms); a page calls it once before its [`last_calls`].
+async fn flush_audit(state: &AppState) {
+    let runtime = state.runtime.clone();
+    let _ = tokio::task::spawn_blocking(move || runtime.flush_audit()).await;
+}
+
 /// The newest audit events (of `action`, when given); without `tests`, the dry runs and
 /// mocked requests of tests (the publish gate's included) are left out.
 async fn last_calls(
@@ -340,9 +347,7 @@ async fn last_calls(
     tests: bool,
 ) -> Vec<crate::audit::AuditEvent> {
     let db = state.data_dir.join(crate::audit::DB_FILE);
-    let runtime = state.runtime.clone();
     let events = tokio::task::spawn_blocking(move || {
-        runtime.flush_audit();
         crate::audit::AuditLog::query(
             &db,
             &crate::audit::AuditQuery {
@@ -381,6 +386,7 @@ fn call_text(e: &crate::audit::AuditEvent) -> String {
 }
 
 async fn actions_page(State(state): State<AppState>) -> Html<String> {
+    flush_audit(&state).await;
     let reg = state.actions.snapshot();
     let mut rows = String::new();
     for p in reg.plugins() {
@@ -406,20 +412,10 @@ async fn actions_page(State(state): State<AppState>) -> Html<String> {
     }
     let dir = state.loader.dir().to_string_lossy().to_string();
     for f in reg.failures() {
-        // The action's folder: the first part of the failing file's path under the actions
-        // directory (the file may be the manifest or a component beside or below it).
         let folder = f
-            .file
-            .strip_prefix(state.loader.dir())
-            .ok()
-            .and_then(|rest| rest.components().next())
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .or_else(|| {
-                f.file
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
+            .action_folder()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let detail = f.to_string().replace(&dir, ".");
         let _ = write!(
@@ -480,7 +476,7 @@ async fn action_page(State(state): State<AppState>, Path(name): Path<String>) ->
         Some(v) if v.passed => format!(
             "passed: {} test case(s) passed, version {}",
             v.cases_passed,
-            &v.version[..12]
+            crate::gate::short(&v.version)
         ),
         Some(v) if v.overridden => format!(
             "overridden by the operator (did not pass: {})",
@@ -495,7 +491,7 @@ async fn action_page(State(state): State<AppState>, Path(name): Path<String>) ->
             versions,
             "<li>{} · version <code>{}</code> · {}{}</li>",
             esc(&ms_text(v.at_ms)),
-            esc(&v.version[..12.min(v.version.len())]),
+            esc(crate::gate::short(&v.version)),
             if v.passed {
                 "passed"
             } else if v.overridden {
@@ -516,6 +512,7 @@ async fn action_page(State(state): State<AppState>, Path(name): Path<String>) ->
         .iter()
         .map(|c| format!("<li>{}</li>", esc(&c.name)))
         .collect();
+    flush_audit(&state).await;
     let calls = last_calls(&state, Some(name.clone()), 10, false).await;
     let calls_html: String = calls
         .iter()
@@ -1202,7 +1199,7 @@ async fn save(
     let dir = history_dir(state, &d.name).join(format!(
         "{}-{}",
         crate::db::now_ms(),
-        &version[..12.min(version.len())]
+        crate::gate::short(&version)
     ));
     if let Err(e) = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(dir.join("action.toml"), &manifest))
@@ -1403,6 +1400,7 @@ async fn outbox_retry(State(state): State<AppState>, Path(id): Path<i64>) -> Res
 }
 
 async fn audit_page(State(state): State<AppState>) -> Html<String> {
+    flush_audit(&state).await;
     let events = last_calls(&state, None, 200, true).await;
     let mut body = String::new();
     for e in &events {
