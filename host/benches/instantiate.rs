@@ -42,6 +42,13 @@ fn mock(status: u16, body: Value) -> Arc<MockResponse> {
 fn main() {
     // SAFETY: single-threaded at this point, before any other thread starts.
     unsafe { std::env::remove_var("RUST_BACKTRACE") };
+    // `CALLOUT_LOG=callout::plugin=debug` prints each load's phases ("load timings").
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CALLOUT_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

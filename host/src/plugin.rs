@@ -589,7 +589,7 @@ impl Plugin {
         self.cache_status
     }
 
-    /// SHA-256 of the engine's id and the component's bytes as they were loaded.
+    /// BLAKE3 of the engine's id and the component's bytes as they were loaded.
     pub fn component_digest(&self) -> &[u8; 32] {
         &self.component_digest
     }

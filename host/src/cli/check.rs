@@ -59,6 +59,22 @@ impl CheckArgs {
         );
         let (mut errors, mut warnings) = (0usize, 0usize);
         for (p, c) in plugins.iter().zip(&cases) {
+            // Served actions compile their patterns at the first message; compile them here so
+            // one too large for the regex size limit is found before it is served.
+            let compiled = p
+                .conditions()
+                .map_or(Ok(()), |c| c.compile_now())
+                .and_then(|()| p.extractor().compile_now());
+            if let Err(m) = compiled {
+                errors += 1;
+                let f = format!(
+                    "error: {}: {m}; simplify the pattern (fewer repetitions of Unicode classes, \
+                     or `(?-u)` where ASCII is enough)",
+                    p.manifest().path.display()
+                );
+                let _ = writeln!(out, "{f}");
+                problems.push(f);
+            }
             let mut results = Vec::with_capacity(c.len());
             for case in c {
                 results.push(crate::cases::run(p, case).await);
