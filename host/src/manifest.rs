@@ -103,6 +103,9 @@ pub struct RawManifest {
     /// Standard Webhooks signing of every outbound request: `[signing] secret = "NAME"`.
     #[serde(default)]
     pub signing: Option<SigningSpec>,
+    /// How `callout build` builds the component. The host ignores it.
+    #[serde(default)]
+    pub build: BuildSpec,
     /// The built-in "Send API Request" only: method, URL, headers and body templates.
     #[serde(default)]
     pub request: Option<toml::Table>,
@@ -124,6 +127,31 @@ pub struct SigningSpec {
     /// A secret of `[secrets]` whose value is the signing key, `whsec_` + base64 (as Standard
     /// Webhooks libraries print it). The key is the host's: the plugin never sees it.
     pub secret: String,
+}
+
+/// `[build]`: how `callout build` builds the component (the host itself never reads it).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// The JavaScript engine of a JavaScript action (`action.js`). Default: `spidermonkey`.
+    #[serde(default)]
+    pub js_engine: JsEngine,
+}
+
+/// The engine a JavaScript action is built with (`[build] js_engine`).
+///
+/// Both run the same source when it follows the conventions in docs/plugins-js.md. QuickJS makes
+/// a component about 7 times smaller (1.7 MB against 12 MB) that compiles in under a second,
+/// loads from the cache in ~2 ms and answers a fresh-instance call about 3 times sooner; its
+/// interpreter is slower on long computations, and it has no `TextEncoder`, `fetch` or `Intl`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JsEngine {
+    /// SpiderMonkey, through the componentize-js CLI.
+    #[default]
+    Spidermonkey,
+    /// QuickJS, through componentize-qjs.
+    Quickjs,
 }
 
 /// `[trigger]`: when the action fires besides tool calls (always possible).

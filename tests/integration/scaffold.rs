@@ -27,6 +27,10 @@ fn callout(actions: &Path, data: &Path, args: &[&str]) -> Output {
             "CALLOUT_COMPONENTIZE_JS",
             crate::support::repo().join("node_modules/.bin/componentize-js"),
         )
+        .env(
+            "CALLOUT_COMPONENTIZE_QJS",
+            crate::support::repo().join("node_modules/.bin/componentize-qjs"),
+        )
         .output()
         .unwrap()
 }
@@ -35,7 +39,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str) {
+/// `js_engine`: a JavaScript scaffold built with that engine (`[build] js_engine`).
+fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str, js_engine: Option<&str>) {
     let root = tempfile::tempdir().unwrap();
     let actions = root.path().join("actions");
     let data = root.path().join("data");
@@ -46,6 +51,28 @@ fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str) {
     assert!(out.status.success(), "new: {}", text(&out.stderr));
     let dir = actions.join(&name);
     assert!(dir.join("action.toml").is_file());
+    if let Some(engine) = js_engine {
+        let manifest = dir.join("action.toml");
+        let text_of = std::fs::read_to_string(&manifest).unwrap();
+        // An unknown engine is refused by build, naming the section and the choices.
+        std::fs::write(
+            &manifest,
+            format!("{text_of}\n[build]\njs_engine = \"v8\"\n"),
+        )
+        .unwrap();
+        let out = callout(&actions, &data, &["build", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("[build]") && err.contains("\"quickjs\""),
+            "{err}"
+        );
+        std::fs::write(
+            &manifest,
+            format!("{text_of}\n[build]\njs_engine = \"{engine}\"\n"),
+        )
+        .unwrap();
+    }
     let again = callout(&actions, &data, &["new", &name, "--lang", lang]);
     assert_eq!(
         again.status.code(),
@@ -60,6 +87,17 @@ fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str) {
         text(&out.stdout),
         text(&out.stderr)
     );
+    if let Some(engine) = js_engine {
+        // Built by the engine asked for: QuickJS components are ~1.7 MB, SpiderMonkey's ~12 MB.
+        let wasm = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .expect("the built component");
+        let size = std::fs::metadata(&wasm).unwrap().len();
+        assert_eq!(engine, "quickjs");
+        assert!(size < 4_000_000, "{} is {size} bytes", wasm.display());
+    }
     let out = callout(&actions, &data, &["check"]);
     assert!(
         out.status.success(),
@@ -136,7 +174,7 @@ fn scaffold_builds_checks_and_passes_its_own_tests(lang: &str) {
 
 #[test]
 fn rust_scaffold() {
-    scaffold_builds_checks_and_passes_its_own_tests("rust");
+    scaffold_builds_checks_and_passes_its_own_tests("rust", None);
 }
 
 #[test]
@@ -162,10 +200,16 @@ fn unknown_languages_and_bad_names_are_refused() {
 
 #[test]
 fn python_scaffold() {
-    scaffold_builds_checks_and_passes_its_own_tests("python");
+    scaffold_builds_checks_and_passes_its_own_tests("python", None);
 }
 
 #[test]
 fn js_scaffold() {
-    scaffold_builds_checks_and_passes_its_own_tests("js");
+    scaffold_builds_checks_and_passes_its_own_tests("js", None);
+}
+
+/// The same template, built with QuickJS: one source for both engines.
+#[test]
+fn js_quickjs_scaffold() {
+    scaffold_builds_checks_and_passes_its_own_tests("js", Some("quickjs"));
 }

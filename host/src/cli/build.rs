@@ -2,18 +2,22 @@
 //!
 //! - Rust (`Cargo.toml`): `cargo build --release --target wasm32-wasip2`;
 //! - Python (`app.py`): componentize-py against Callout's WIT;
-//! - JavaScript (`action.js`): the componentize-js CLI against Callout's WIT.
+//! - JavaScript (`action.js`): the componentize-js CLI (SpiderMonkey) against Callout's WIT, or
+//!   componentize-qjs (QuickJS) when action.toml says `[build] js_engine = "quickjs"`.
 //!
 //! The WIT files are compiled into the binary and written to a temporary folder for the
 //! Python and JavaScript tools, so a plugin folder builds anywhere. Each tool is found, in this
-//! order: `CALLOUT_COMPONENTIZE_PY` / `CALLOUT_COMPONENTIZE_JS` (a path), the nearest
-//! `.venv/bin/componentize-py` or `node_modules/.bin/componentize-js` above the folder, then
-//! above the working directory, then on `PATH`.
+//! order: `CALLOUT_COMPONENTIZE_PY` / `CALLOUT_COMPONENTIZE_JS` / `CALLOUT_COMPONENTIZE_QJS` (a
+//! path), the nearest `.venv/bin/componentize-py` or `node_modules/.bin/componentize-js` (or
+//! `-qjs`) above the folder, then above the working directory, then on `PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde::Deserialize;
+
 use super::{CliError, GlobalArgs};
+use crate::manifest::JsEngine;
 
 /// Arguments of `callout build`.
 #[derive(Debug, clap::Args)]
@@ -43,6 +47,17 @@ pub enum Lang {
     Python,
     /// `action.js`.
     Js,
+}
+
+/// The guest tool that builds a Python or JavaScript action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    /// componentize-py.
+    Py,
+    /// componentize-js (SpiderMonkey).
+    Js,
+    /// componentize-qjs (QuickJS).
+    Qjs,
 }
 
 /// What is in `dir`.
@@ -91,6 +106,18 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
             crate::config::one_line(&e.to_string())
         ))
     })?;
+    let engine = match table.get("build") {
+        Some(b) => crate::manifest::BuildSpec::deserialize(b.clone())
+            .map_err(|e| {
+                CliError::Usage(format!(
+                    "{}/action.toml: [build]: {}; js_engine is \"spidermonkey\" (the default) or \"quickjs\"",
+                    dir.display(),
+                    crate::config::one_line(&e.to_string())
+                ))
+            })?
+            .js_engine,
+        None => JsEngine::default(),
+    };
     let component = table
         .get("component")
         .and_then(toml::Value::as_str)
@@ -115,9 +142,14 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
             c
         }
         Lang::Python | Lang::Js => {
+            let tool = match (lang, engine) {
+                (Lang::Python, _) => Tool::Py,
+                (_, JsEngine::Spidermonkey) => Tool::Js,
+                (_, JsEngine::Quickjs) => Tool::Qjs,
+            };
             let folder = wit.insert(write_wit()?);
-            let mut c = guest_tool(dir, lang)?;
-            guest_args(&mut c, lang, folder.path(), &out);
+            let mut c = guest_tool(dir, tool)?;
+            guest_args(&mut c, tool, folder.path(), &out);
             c
         }
     };
@@ -157,19 +189,25 @@ fn find_up(dir: &Path, rel: &str) -> Option<PathBuf> {
     start.ancestors().map(|a| a.join(rel)).find(|p| p.is_file())
 }
 
-fn guest_tool(dir: &Path, lang: Lang) -> anyhow::Result<Command> {
-    let (var, local, name, install) = match lang {
-        Lang::Python => (
+fn guest_tool(dir: &Path, tool: Tool) -> anyhow::Result<Command> {
+    let (var, local, name, install) = match tool {
+        Tool::Py => (
             "CALLOUT_COMPONENTIZE_PY",
             ".venv/bin/componentize-py",
             "componentize-py",
             "pip install componentize-py (the repo's ./dev setup installs it into .venv)",
         ),
-        _ => (
+        Tool::Js => (
             "CALLOUT_COMPONENTIZE_JS",
             "node_modules/.bin/componentize-js",
             "componentize-js",
             "npm install @bytecodealliance/componentize-js (the repo's ./dev setup runs npm ci)",
+        ),
+        Tool::Qjs => (
+            "CALLOUT_COMPONENTIZE_QJS",
+            "node_modules/.bin/componentize-qjs",
+            "componentize-qjs",
+            "npm install componentize-qjs (the repo's ./dev setup runs npm ci)",
         ),
     };
     if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
@@ -193,15 +231,23 @@ fn guest_tool(dir: &Path, lang: Lang) -> anyhow::Result<Command> {
     }
 }
 
-fn guest_args(cmd: &mut Command, lang: Lang, wit: &Path, out: &Path) {
-    match lang {
-        Lang::Python => {
+fn guest_args(cmd: &mut Command, tool: Tool, wit: &Path, out: &Path) {
+    match tool {
+        Tool::Py => {
             cmd.arg("-d")
                 .arg(wit)
                 .args(["-w", "action-plugin", "componentize", "app", "-o"])
                 .arg(out);
         }
-        _ => {
+        // `--sync`: the host runs without the component model's async ABI
+        // (`concurrency_support(false)`).
+        Tool::Qjs => {
+            cmd.args(["--js", "action.js", "--wit"])
+                .arg(wit)
+                .args(["--world", "action-plugin", "--sync", "-o"])
+                .arg(out);
+        }
+        Tool::Js => {
             cmd.arg("action.js")
                 .arg("--wit")
                 .arg(wit)

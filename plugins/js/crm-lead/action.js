@@ -6,13 +6,18 @@
 // `{{secret.CRM_TOKEN}}` placeholder the host fills in; this code never sees it. An invalid email
 // is refused before any request is made.
 //
-// Built with componentize-js against the `action-plugin` world in `wit/` (docs/plugins-js.md).
+// Built with QuickJS (componentize-qjs; `[build] js_engine` in action.toml) against the
+// `action-plugin` world in `wit/` (docs/plugins-js.md).
 // The world's imports are ES modules; its `action` export is the `action` object below. WIT
 // names become camelCase (`idempotency-key` is `call.idempotencyKey`), enums and variants are
 // strings and `{ tag, val }` objects, `list<u8>` is a Uint8Array.
 
-import { send } from 'callout:plugin/outbound-http@0.1.0';
-import { get as configGet } from 'callout:plugin/config@0.1.0';
+// Namespace imports, `null` for an absent option, a thrown `Failure` for the call's error and
+// numbers for u64: these conventions work with both engines `callout build` offers, SpiderMonkey
+// (componentize-js, the default) and QuickJS (componentize-qjs, `[build] js_engine = "quickjs"`
+// in action.toml); see docs/plugins-js.md.
+import * as outboundHttp from 'callout:plugin/outbound-http@0.1.0';
+import * as config from 'callout:plugin/config@0.1.0';
 
 const NAME = 'crm-lead-js';
 const DESCRIPTION = 'Create a sales lead in the CRM from details collected in the chat';
@@ -153,18 +158,20 @@ function settle(body) {
   try {
     return body();
   } catch (e) {
-    if (e instanceof DryRun) return { data: 'null', reply: undefined, variables: '{}' };
-    if (e instanceof Failure) return { tag: 'err', val: e.payload };
-    return { tag: 'err', val: { tag: 'internal', val: `unexpected error: ${e}` } };
+    if (e instanceof DryRun) return { data: 'null', reply: null, variables: '{}' };
+    // A thrown error with a `payload` is the call's `err(payload)`, in both engines.
+    if (e instanceof Failure) throw e;
+    throw new Failure({ tag: 'internal', val: `unexpected error: ${e}` });
   }
 }
 
 function upstream(kind, status, message, retryAfterMs) {
-  return new Failure({ tag: 'upstream', val: { kind, status, retryAfterMs, message } });
+  const val = { kind, status: status ?? null, retryAfterMs: retryAfterMs ?? null, message };
+  return new Failure({ tag: 'upstream', val });
 }
 
 function requireConfig(key) {
-  const value = configGet(key);
+  const value = config.get(key) ?? undefined;
   if (value === undefined) {
     throw new Failure({
       tag: 'internal',
@@ -185,7 +192,7 @@ function request(call, method, url, { headers: given = [], json, timeoutMs } = {
   const has = (name) => headers.some(([n]) => n.toLowerCase() === name);
   let body;
   if (json !== undefined) {
-    body = new TextEncoder().encode(JSON.stringify(json));
+    body = utf8(JSON.stringify(json));
     if (!has('content-type')) headers.push(['content-type', 'application/json']);
   }
   const write = ['post', 'put', 'patch', 'delete'].includes(method);
@@ -193,7 +200,7 @@ function request(call, method, url, { headers: given = [], json, timeoutMs } = {
     headers.push(['Idempotency-Key', call.idempotencyKey]);
   }
   try {
-    return send({ method, url, headers, body, timeoutMs });
+    return outboundHttp.send({ method, url, headers, body: body ?? null, timeoutMs: timeoutMs ?? null });
   } catch (e) {
     throw httpFailure(e.payload ?? { tag: 'protocol', val: String(e) });
   }
@@ -229,7 +236,7 @@ function errorForStatus(resp) {
       parseRetryAfter(retryAfter));
   }
   if (status >= 400 && status <= 499) {
-    const snippet = snip(new TextDecoder().decode(resp.body)); // quoted for the operator
+    const snippet = snip(fromUtf8(resp.body, false)); // quoted for the operator
     const message = `the upstream answered ${status}`;
     throw upstream('client-error', status, snippet ? `${message}: ${snippet}` : message);
   }
@@ -243,9 +250,8 @@ function errorForStatus(resp) {
 function parseRetryAfter(value) {
   const secs = value?.trim();
   if (!/^\d+$/.test(secs ?? '')) return undefined;
-  const ms = BigInt(secs) * 1000n;
-  const max = 2n ** 64n - 1n; // a WIT u64: saturate
-  return ms > max ? max : ms;
+  // A WIT u64, as a number (both engines take one): exact up to 2^53 ms, saturating there.
+  return Math.min(Number(secs) * 1000, Number.MAX_SAFE_INTEGER);
 }
 
 /** The start of a body for a message: whitespace collapsed, at most 200 characters. */
@@ -257,9 +263,31 @@ function snip(text) {
 /** The body as JSON; a body that is not JSON is an upstream protocol failure. */
 function expectJson(resp) {
   try {
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(resp.body));
+    return JSON.parse(fromUtf8(resp.body, true));
   } catch (e) {
     const why = `the upstream's response is not the expected JSON: ${e.message}`;
     throw upstream('protocol', resp.status, why);
+  }
+}
+
+/** UTF-8 bytes of `text`. (QuickJS has no TextEncoder; SpiderMonkey's is used when present.) */
+function utf8(text) {
+  if (typeof TextEncoder !== 'undefined') return new TextEncoder().encode(text);
+  const binary = unescape(encodeURIComponent(text));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
+/** `bytes` as UTF-8 text; invalid UTF-8 throws when `fatal`, else decodes as Latin-1. */
+function fromUtf8(bytes, fatal) {
+  if (typeof TextDecoder !== 'undefined') return new TextDecoder('utf-8', { fatal }).decode(bytes);
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 8192) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  try {
+    return decodeURIComponent(escape(binary));
+  } catch (e) {
+    if (fatal) throw new TypeError('the bytes are not valid UTF-8');
+    return binary;
   }
 }
