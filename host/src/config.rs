@@ -189,13 +189,19 @@ pub struct PoolLimits {
     /// per 16 calls instead of one per call is what lets fresh-instance calls scale across
     /// cores; a freed slot is reused only after its reset. 1 resets each at once. Default: 16.
     pub decommit_batch_size: usize,
-    /// The first KiB of each linear memory kept resident and zeroed with `memset` when a slot is
-    /// reset, instead of being returned to the kernel: the next instance then writes its
-    /// stack and globals without page faults. Costs this much resident memory per pool slot
-    /// that has been used. Default: 64.
+    /// How much of each linear memory, in KiB, is reset in place when a slot is freed (written
+    /// pages copied back from the component's image, or zeroed) instead of being returned to
+    /// the kernel: the next instance in that slot writes those pages without page faults, and
+    /// no TLB shootdown is needed for them. With [`PoolLimits::pagemap_scan`] only the pages
+    /// the call wrote are reset, wherever they are; without it, the lowest addresses. Costs up
+    /// to this much resident memory per pool slot in use (slots are reused, so about the peak
+    /// number of calls in flight). Default: 1 024.
     pub memory_keep_resident_kb: usize,
     /// The same for each table, in KiB. Default: 16.
     pub table_keep_resident_kb: usize,
+    /// Find the pages a call wrote with Linux's `PAGEMAP_SCAN` (6.7+; ignored where the kernel
+    /// lacks it), so a freed slot's reset touches only those. Default: true.
+    pub pagemap_scan: bool,
 }
 
 impl Default for PoolLimits {
@@ -213,8 +219,9 @@ impl Default for PoolLimits {
             max_core_instance_size_kb: 4_096,
             max_component_instance_size_kb: 1_024,
             decommit_batch_size: 16,
-            memory_keep_resident_kb: 64,
+            memory_keep_resident_kb: 1_024,
             table_keep_resident_kb: 16,
+            pagemap_scan: true,
         }
     }
 }
@@ -293,7 +300,7 @@ impl HostConfig {
         if config.pool.memory_keep_resident_kb > max_kb {
             return Err(format!(
                 "pool.memory_keep_resident_kb = {} exceeds pool.max_memory_mb ({max_kb} KiB); \
-                 use at most that (64 is the default)",
+                 use at most that (1024 is the default)",
                 config.pool.memory_keep_resident_kb
             ));
         }
