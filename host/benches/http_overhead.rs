@@ -18,6 +18,9 @@
 //! `--reuse` measures the opt-in instance reuse instead (`[limits] reuse = "conversation"`):
 //! the actions are loaded with it set, and every call carries a conversation id, one per task
 //! (16 conversations at concurrency 16, one at concurrency 1).
+//!
+//! With `--features phase-timers` it also prints, on stderr, the mean time per call of each
+//! phase of the action's calls at concurrency 1 (`callout::phases`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -151,6 +154,7 @@ fn main() {
                 native(&client, &base, &token, case).await;
                 assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
             }
+            let _ = callout::phases::take_means(1);
             let mut n = Vec::with_capacity(calls);
             let mut a = Vec::with_capacity(calls);
             for _ in 0..calls {
@@ -161,6 +165,10 @@ fn main() {
                 let r = plugin.invoke_once(call.clone()).await;
                 a.push(t.elapsed());
                 assert!(r.result.is_ok(), "{}: {:?}", case.action, r.result);
+            }
+            // With `--features phase-timers`: where the action's calls at c=1 spent their time.
+            for (phase, mean) in callout::phases::take_means(calls as u64) {
+                eprintln!("{}: {} mean per call: {mean:.1?}", case.action, phase.name());
             }
             let (nm, am) = (median(&mut n), median(&mut a));
             let total = calls * 4;

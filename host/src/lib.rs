@@ -43,6 +43,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod outbound_http;
 pub mod outbox;
+pub mod phases;
 pub mod plugin;
 pub mod policy;
 pub mod registry;

@@ -24,6 +24,7 @@
 //! The client keeps connections alive, never follows redirects by itself and never uses a proxy
 //! from the environment. Per-action settings (timeouts, caps) are applied per request.
 
+use crate::phases::{Phase, Timer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
@@ -467,10 +468,12 @@ impl wit::Host for InstanceState {
         let method = method_of(req.method).as_str().to_string();
         let raw_url = req.url.clone();
         let bytes_out = req.body.as_ref().map_or(0, |b| b.len() as u64);
-        let prepared = match self
+        let timer = Timer::start();
+        let prepared = self
             .grants
-            .prepare(req, self.http.dev_loopback(), &self.call_secrets)
-        {
+            .prepare(req, self.http.dev_loopback(), &self.call_secrets);
+        timer.stop(Phase::Prepare);
+        let prepared = match prepared {
             Ok(mut p) => {
                 p.webhook_id = self.idempotency_key.clone();
                 p
@@ -569,6 +572,7 @@ impl wit::Host for InstanceState {
             let hop_started = Instant::now();
             let target = current.target.clone();
             let result = execute(&self.http, &self.grants, &current).await;
+            let after = Timer::start();
             let (decision, reason, status, bytes_in) = match &result {
                 Ok(Sent::Response(r)) => (
                     AuditDecision::Allowed,
@@ -610,6 +614,7 @@ impl wit::Host for InstanceState {
                     if self.capture {
                         self.responses.push(captured(&r));
                     }
+                    after.stop(Phase::AfterResponse);
                     return Ok(Ok(r));
                 }
                 Err(e) => return Ok(Err(e)),
@@ -809,6 +814,7 @@ async fn execute(
     p: &Prepared,
 ) -> Result<Sent, wit::HttpError> {
     let started = Instant::now();
+    let timer = Timer::start();
     let _permit = tokio::time::timeout(p.timeout, action.in_flight.clone().acquire_owned())
         .await
         .map_err(|_| {
@@ -895,7 +901,11 @@ async fn execute(
     if let Some(body) = body {
         builder = builder.body(body);
     }
+    timer.stop(Phase::BuildRequest);
+    let timer = Timer::start();
     let response = builder.send().await.map_err(map_reqwest_error)?;
+    timer.stop(Phase::Upstream);
+    let timer = Timer::start();
     let status = response.status().as_u16();
     if response.headers().len() > action.grants.max_response_headers as usize {
         return Err(wit::HttpError::Protocol(format!(
@@ -929,6 +939,8 @@ async fn execute(
             )
         })
         .collect();
+    timer.stop(Phase::ResponseHead);
+    let timer = Timer::start();
     let cap = action.grants.max_response_bytes;
     if response.content_length().is_some_and(|len| len > cap) {
         return Err(wit::HttpError::ResponseTooLarge(cap));
@@ -943,6 +955,7 @@ async fn execute(
         body.extend_from_slice(&chunk);
     }
     let body = policy::secrets::mask_bytes(&body, &secret_refs);
+    timer.stop(Phase::ResponseBody);
     Ok(Sent::Response(wit::Response {
         status,
         headers,

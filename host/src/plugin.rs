@@ -6,6 +6,7 @@
 //! for an action with `[limits] reuse = "conversation"`, reuses the instance of its
 //! conversation). Nothing compiles on the call path.
 
+use crate::phases::{Phase, Timer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -871,14 +872,18 @@ impl Plugin {
             None => (self.store(scope), None, 0),
         };
         let run = async {
+            let timer = Timer::start();
             let inst = match instance.take() {
                 Some(i) => i,
                 None => self.pre.instantiate_async(&mut store).await?,
             };
+            timer.stop(Phase::Instantiate);
+            let timer = Timer::start();
             let out = inst
                 .callout_plugin_action()
                 .call_invoke(&mut store, &invocation)
                 .await?;
+            timer.stop(Phase::GuestInvoke);
             Ok::<_, wasmtime::Error>((inst, out))
         };
         let (result, keep) = match tokio::time::timeout(self.wall_clock(), run).await {
@@ -892,6 +897,7 @@ impl Plugin {
                 None,
             ),
         };
+        let report_timer = Timer::start();
         let state = store.data_mut();
         let output = state.flush_output();
         if let Err(f) = &result {
@@ -923,6 +929,7 @@ impl Plugin {
                 },
             );
         }
+        report_timer.stop(Phase::Report);
         report
     }
 
