@@ -2,7 +2,8 @@
 //!
 //! For each example action (Rust: `plugins/`, Python: `plugins/python/`, JavaScript:
 //! `plugins/js/`; build them first with `./dev plugins`), it measures
-//! - **instantiate**: a fresh store and instance from the `InstancePre`, nothing called;
+//! - **instantiate**: a fresh store and instance from the `InstancePre`, nothing called; and
+//!   its **teardown**, timed apart: dropping them, the pool resetting the slot;
 //! - **fresh instance + first call**: a whole `invoke_once` (new instance, the guest's
 //!   `invoke`, its one HTTP request answered by a recorded response, the result parsed), so
 //!   no network is involved.
@@ -90,8 +91,8 @@ fn main() {
                 registry = registry.with(p.clone());
             }
         }
-        println!("| action | load (warm cache) | instantiate p50 | p99 | mean | fresh instance + first call p50 | p99 | mean |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| action | load (warm cache) | instantiate p50 | p99 | mean | teardown p50 | mean | fresh instance + first call p50 | p99 | mean |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         let cases: [(&str, Value, Arc<MockResponse>); 5] = [
             (
                 "order-status",
@@ -145,11 +146,11 @@ fn main() {
                 plugin.instantiate_probe().await.unwrap();
                 assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
             }
-            let mut inst = Vec::with_capacity(iterations);
+            let (mut inst, mut teardown) = (Vec::with_capacity(iterations), Vec::new());
             for _ in 0..iterations {
-                let t = Instant::now();
-                plugin.instantiate_probe().await.unwrap();
-                inst.push(t.elapsed());
+                let (made, dropped) = plugin.instantiate_probe().await.unwrap();
+                inst.push(made);
+                teardown.push(dropped);
             }
             let mut calls = Vec::with_capacity(iterations);
             for _ in 0..if skip_calls { 1 } else { iterations } {
@@ -159,10 +160,12 @@ fn main() {
                 assert!(r.result.is_ok(), "{name}: {:?}", r.result);
             }
             println!(
-                "| {name} | {warm_load:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
+                "| {name} | {warm_load:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
                 percentile(&mut inst, 0.5),
                 percentile(&mut inst, 0.99),
                 mean(&inst),
+                percentile(&mut teardown, 0.5),
+                mean(&teardown),
                 percentile(&mut calls, 0.5),
                 percentile(&mut calls, 0.99),
                 mean(&calls),

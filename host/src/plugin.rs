@@ -574,15 +574,22 @@ impl Plugin {
     }
 
     /// Makes a fresh instance (a store with the action's limits, instantiated from its
-    /// `InstancePre`) and drops it, calling nothing: what every call pays before the guest
-    /// runs. For benchmarks and health checks.
+    /// `InstancePre`) and drops it, calling nothing: what every call pays besides the guest's
+    /// work. Returns how long each half took: making the instance (store included), and
+    /// dropping it (the store, and the pool resetting the instance's slot). For benchmarks and
+    /// health checks.
     ///
     /// # Errors
     /// When instantiation fails (the pool is exhausted, say).
-    pub async fn instantiate_probe(&self) -> anyhow::Result<()> {
+    pub async fn instantiate_probe(&self) -> anyhow::Result<(Duration, Duration)> {
+        let started = Instant::now();
         let mut store = self.store(CallScope::default());
-        self.pre.instantiate_async(&mut store).await?;
-        Ok(())
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let made = started.elapsed();
+        let started = Instant::now();
+        drop(instance);
+        drop(store);
+        Ok((made, started.elapsed()))
     }
 
     /// Whether the component came from the compile cache.
