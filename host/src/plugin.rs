@@ -584,10 +584,9 @@ impl Plugin {
     pub async fn instantiate_probe(&self) -> anyhow::Result<(Duration, Duration)> {
         let started = Instant::now();
         let mut store = self.store(CallScope::default());
-        let instance = self.pre.instantiate_async(&mut store).await?;
+        self.pre.instantiate_async(&mut store).await?;
         let made = started.elapsed();
         let started = Instant::now();
-        drop(instance);
         drop(store);
         Ok((made, started.elapsed()))
     }
