@@ -8,7 +8,9 @@
 //!   `invoke`, its one HTTP request answered by a recorded response, the result parsed), so
 //!   no network is involved.
 //!
-//! and the load time of each action from a warm compile cache (median of 21). Prints Markdown rows with the
+//! and the load time of each action from a warm compile cache (median of 21). The same for
+//! `echo` from `tests/plugins` (built by `cargo test`), an action that makes no request: the
+//! fresh-instance invocation of a no-op action. Prints Markdown rows with the
 //! median and p99 over `iterations` (default 2 000) after a warm-up.
 //!
 //! `cargo bench --bench instantiate -- [iterations] [action] [instantiate]`: a second argument
@@ -66,10 +68,31 @@ fn main() {
     // A third argument `instantiate` skips the calls (to profile instantiation alone).
     let skip_calls = args.get(2).is_some_and(|a| a == "instantiate");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dirs: Vec<PathBuf> = ["plugins", "plugins/python", "plugins/js"]
+    let mut dirs: Vec<PathBuf> = ["plugins", "plugins/python", "plugins/js"]
         .iter()
         .map(|d| repo.join(d))
         .collect();
+    // The no-op action: the test suite's echo plugin, when it has been built.
+    let noop = tempfile::tempdir().unwrap();
+    let echo = repo.join("tests/plugins/target/wasm32-wasip2/release/echo.wasm");
+    if echo.is_file() {
+        let folder = noop.path().join("echo");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(
+            folder.join("action.toml"),
+            format!(
+                "name = \"echo\"\ncomponent = {:?}\n",
+                echo.display().to_string()
+            ),
+        )
+        .unwrap();
+        dirs.push(noop.path().to_path_buf());
+    } else {
+        eprintln!(
+            "{} is not built (cargo test builds it): no no-op row",
+            echo.display()
+        );
+    }
     let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("instantiate-bench");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,7 +116,7 @@ fn main() {
         }
         println!("| action | load (warm cache) | instantiate p50 | p99 | mean | teardown p50 | mean | fresh instance + first call p50 | p99 | mean |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
-        let cases: [(&str, Value, Arc<MockResponse>); 5] = [
+        let cases: [(&str, Value, Arc<MockResponse>); 6] = [
             (
                 "order-status",
                 json!({"order_id": "123456"}),
@@ -122,12 +145,17 @@ fn main() {
                 json!({"name": "Ada", "email": "ada@example.com"}),
                 mock(201, json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
             ),
+            // No request: the recorded response is never asked for.
+            ("echo", json!({"message": "ok"}), mock(200, json!(null))),
         ];
         for (name, inputs, response) in cases {
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
-            let plugin = registry.get(name).unwrap_or_else(|| panic!("{name} is loaded"));
+            let Some(plugin) = registry.get(name) else {
+                assert_eq!(name, "echo", "{name} is loaded");
+                continue;
+            };
             let manifest = plugin.manifest().path.clone();
             // The median of 21 loads from the warm cache (one sample is too noisy here).
             let mut loads = Vec::with_capacity(21);

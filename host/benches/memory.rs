@@ -10,6 +10,8 @@
 //!   with `[limits] reuse = "conversation"`, so each call's instance stays alive afterwards,
 //!   as an in-flight call's would; the RSS growth divided by `K`. The call's one request is
 //!   answered by a recorded response (no network).
+//! - **Loading the N**: the wall time of loading those `N` copies from the warm cache, the
+//!   start-up cost of `N` actions.
 //!
 //! RSS is read from `/proc/self/statm` (Linux). Build the example actions first
 //! (`./dev plugins`). `cargo bench -p callout --bench memory -- [N] [K]`.
@@ -94,15 +96,17 @@ fn main() {
             ("plugins/js/crm-lead", "crm-lead-js", json!({"name": "Ada", "email": "ada@example.com"}),
              json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
         ];
-        println!("| action | RSS per loaded action (N = {n}) | RSS per live instance (K = {k}) |");
-        println!("|---|---|---|");
+        println!("| action | RSS per loaded action (N = {n}) | RSS per live instance (K = {k}) | loading the {n} (warm cache) |");
+        println!("|---|---|---|---|");
         for (folder, name, inputs, body) in cases {
             let folder = repo.join(folder);
             // Warm the compile cache (and the code mapping) with one load first.
             runtime.load(&folder.join("action.toml")).await.unwrap();
             let dir = copies(&folder, work.path(), n, false);
             let before = rss_bytes() as i64;
+            let started = std::time::Instant::now();
             let reg = Registry::load_dir(&runtime, &dir).await.unwrap();
+            let load_all = started.elapsed();
             assert!(reg.failures().is_empty(), "{:#?}", reg.failures());
             let per_action = (rss_bytes() as i64 - before) / n as i64;
             drop(reg);
@@ -130,7 +134,7 @@ fn main() {
                 assert!(r.result.is_ok(), "{name}: {:?}", r.result);
             }
             let per_instance = (rss_bytes() as i64 - before) / k as i64;
-            println!("| {name} | {} | {} |", mib(per_action), mib(per_instance));
+            println!("| {name} | {} | {} | {load_all:.1?} |", mib(per_action), mib(per_instance));
             drop(plugin);
             drop(reg);
         }

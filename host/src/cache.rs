@@ -133,8 +133,8 @@ impl CompileCache {
                     digest_us = t_digest.as_micros() as u64,
                     read_us,
                     verify_us,
-                    deserialize_us =
-                        (t0.elapsed() - t_digest).as_micros() as u64 - read_us - verify_us,
+                    deserialize_us = ((t0.elapsed() - t_digest).as_micros() as u64)
+                        .saturating_sub(read_us + verify_us),
                     "cache hit timings"
                 );
                 return Ok((component, CacheStatus::Hit, digest));

@@ -250,7 +250,8 @@ impl Runtime {
         let conditions = match t.kind {
             crate::manifest::TriggerKind::OnPrompt => Some(
                 Conditions::compile(&t.intents, &t.patterns, &t.requires, t.priority)
-                    .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?,
+                    .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?
+                    .owned_by(&manifest.path.display().to_string()),
             ),
             _ => None,
         };
@@ -261,7 +262,8 @@ impl Runtime {
             .filter_map(|(f, spec)| spec.extract.clone().map(|x| (f.clone(), x)))
             .collect();
         let extractor = Extractor::compile(&extract)
-            .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?;
+            .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?
+            .owned_by(&manifest.path.display().to_string());
         let name: Arc<str> = Arc::from(manifest.name());
         let config = Arc::new(manifest.config.clone());
         let http = Arc::new(

@@ -86,6 +86,17 @@ impl Conditions {
     pub fn compile_now(&self) -> Result<(), String> {
         self.patterns.iter().try_for_each(Pattern::compile_now)
     }
+
+    /// Names the file the patterns come from in their messages (`<owner>: trigger.patterns[0]`),
+    /// so a pattern that fails at its first message is logged with its manifest.
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.patterns = self
+            .patterns
+            .into_iter()
+            .map(|p| p.owned_by(owner))
+            .collect();
+        self
+    }
 }
 
 /// A regular expression from a manifest field, syntax-checked at load and compiled at its first
@@ -116,6 +127,14 @@ impl Pattern {
             source: source.into(),
             compiled: Arc::default(),
         })
+    }
+
+    /// The same pattern, its field prefixed with `owner` (a manifest path) in messages.
+    pub fn owned_by(self, owner: &str) -> Self {
+        Self {
+            field: format!("{owner}: {}", self.field).into(),
+            ..self
+        }
     }
 
     /// The pattern as written.
@@ -245,6 +264,16 @@ impl Extractor {
     /// The first pattern that does not compile.
     pub fn compile_now(&self) -> Result<(), String> {
         self.fields.iter().try_for_each(|(_, p)| p.compile_now())
+    }
+
+    /// Names the manifest in the patterns' messages; see [`Conditions::owned_by`].
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.fields = self
+            .fields
+            .into_iter()
+            .map(|(f, p)| (f, p.owned_by(owner)))
+            .collect();
+        self
     }
 
     /// The values found in `message`: field → JSON string. Fields that do not match are absent.
@@ -546,11 +575,13 @@ mod tests {
         assert!(!c.patterns[1].is_match(&"a".repeat(20_000)));
         // The other pattern is unaffected, and compiled.
         assert!(c.patterns[0].is_match("my order"));
-        let x = Extractor::compile(&[("id".to_string(), huge.to_string())]).unwrap();
+        let x = Extractor::compile(&[("id".to_string(), huge.to_string())])
+            .unwrap()
+            .owned_by("actions/x/action.toml");
+        let err = x.compile_now().unwrap_err();
         assert!(
-            x.compile_now()
-                .unwrap_err()
-                .starts_with("inputs.id.extract: ")
+            err.starts_with("actions/x/action.toml: inputs.id.extract: "),
+            "{err}"
         );
         assert!(x.extract("abc").is_empty());
     }

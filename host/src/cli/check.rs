@@ -67,10 +67,10 @@ impl CheckArgs {
                 .and_then(|()| p.extractor().compile_now());
             if let Err(m) = compiled {
                 errors += 1;
+                // `m` names the manifest and the field.
                 let f = format!(
-                    "error: {}: {m}; simplify the pattern (fewer repetitions of Unicode classes, \
-                     or `(?-u)` where ASCII is enough)",
-                    p.manifest().path.display()
+                    "error: {m}; simplify the pattern (fewer repetitions of Unicode classes, \
+                     or `(?-u)` where ASCII is enough)"
                 );
                 let _ = writeln!(out, "{f}");
                 problems.push(f);
