@@ -22,6 +22,9 @@
 //! With `--features phase-timers` it also prints, on stderr, the mean time per call of each
 //! phase of the action's calls at concurrency 1 (`callout::phases`).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -228,18 +231,7 @@ fn main() {
 /// components' paths made absolute; returns `to`.
 fn with_reuse(from: &Path, to: &Path) -> std::path::PathBuf {
     for folder in callout::registry::action_folders(from).unwrap() {
-        let text = std::fs::read_to_string(folder.join("action.toml")).unwrap();
-        let mut table: toml::Table = toml::from_str(&text).unwrap();
-        let component = table["component"].as_str().unwrap().to_string();
-        let abs = folder.join(&component).canonicalize().unwrap();
-        table.insert("component".into(), abs.display().to_string().into());
-        let limits = table
-            .entry("limits")
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        limits
-            .as_table_mut()
-            .unwrap()
-            .insert("reuse".into(), "conversation".into());
+        let table = support::manifest_copy(&folder, true);
         let dest = to.join(folder.file_name().unwrap());
         std::fs::create_dir_all(&dest).unwrap();
         std::fs::write(dest.join("action.toml"), toml::to_string(&table).unwrap()).unwrap();

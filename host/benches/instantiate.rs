@@ -18,6 +18,9 @@
 //! skips its calls. The compile cache lives in the target
 //! dir's `instantiate-bench/`, so only the first run compiles.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,17 +39,6 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[i]
-}
-
-fn mock(status: u16, body: Value) -> Arc<MockResponse> {
-    Arc::new(MockResponse {
-        status,
-        headers: [("content-type".to_string(), "application/json".to_string())]
-            .into_iter()
-            .collect(),
-        body: Some(body),
-        failure: None,
-    })
 }
 
 fn main() {
@@ -116,38 +108,12 @@ fn main() {
         }
         println!("| action | load (warm cache) | instantiate p50 | p99 | mean | teardown p50 | mean | fresh instance + first call p50 | p99 | mean |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
-        let cases: [(&str, Value, Arc<MockResponse>); 6] = [
-            (
-                "order-status",
-                json!({"order_id": "123456"}),
-                mock(200, json!({"order_id": "123456", "status": "shipped", "carrier": "UPS",
-                    "tracking_number": "1Z", "items": [], "eta": "2026-12-02"})),
-            ),
-            (
-                "membership-verify",
-                json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
-                mock(200, json!({"member_id": "M-1001", "status": "active", "plan": "gold",
-                    "valid_until": "2027-01-31", "expired_on": null})),
-            ),
-            (
-                "membership-verify-py",
-                json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
-                mock(200, json!({"member_id": "M-1001", "status": "active", "plan": "gold",
-                    "valid_until": "2027-01-31", "expired_on": null})),
-            ),
-            (
-                "crm-lead",
-                json!({"name": "Ada", "email": "ada@example.com"}),
-                mock(201, json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
-            ),
-            (
-                "crm-lead-js",
-                json!({"name": "Ada", "email": "ada@example.com"}),
-                mock(201, json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
-            ),
-            // No request: the recorded response is never asked for.
-            ("echo", json!({"message": "ok"}), mock(200, json!(null))),
-        ];
+        let mut cases: Vec<(&str, Value, Arc<MockResponse>)> = support::examples()
+            .into_iter()
+            .map(|e| (e.name, e.inputs, support::mock(e.status, e.body)))
+            .collect();
+        // No request: the recorded response is never asked for.
+        cases.push(("echo", json!({"message": "ok"}), support::mock(200, json!(null))));
         for (name, inputs, response) in cases {
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;

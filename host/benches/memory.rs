@@ -16,12 +16,12 @@
 //! RSS is read from `/proc/self/statm` (Linux). Build the example actions first
 //! (`./dev plugins`). `cargo bench -p callout --bench memory -- [N] [K]`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+#[path = "support/mod.rs"]
+mod support;
 
-use callout::call::MockResponse;
+use std::path::{Path, PathBuf};
+
 use callout::{Call, Registry, Runtime, RuntimeOptions};
-use serde_json::{Value, json};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
@@ -36,27 +36,12 @@ fn mib(b: i64) -> String {
 /// `n` copies of the action in `folder` under `to`, named `<name>-copy-<i>`, with `reuse`
 /// set as asked and the component's path made absolute.
 fn copies(folder: &Path, to: &Path, n: usize, reuse: bool) -> PathBuf {
-    let text = std::fs::read_to_string(folder.join("action.toml")).unwrap();
-    let base: toml::Table = toml::from_str(&text).unwrap();
+    let base = support::manifest_copy(folder, reuse);
     let name = base["name"].as_str().unwrap().to_string();
-    let component = folder
-        .join(base["component"].as_str().unwrap())
-        .canonicalize()
-        .unwrap();
     let dir = to.join(format!("{name}-{}", if reuse { "reuse" } else { "copies" }));
     for i in 0..n {
         let mut t = base.clone();
         t.insert("name".into(), format!("{name}-copy-{i}").into());
-        t.insert("component".into(), component.display().to_string().into());
-        if reuse {
-            let limits = t
-                .entry("limits")
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            limits
-                .as_table_mut()
-                .unwrap()
-                .insert("reuse".into(), "conversation".into());
-        }
         let d = dir.join(format!("{name}-copy-{i}"));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("action.toml"), toml::to_string(&t).unwrap()).unwrap();
@@ -84,21 +69,9 @@ fn main() {
         let mut options = RuntimeOptions::new(&data);
         options.audit = false;
         let runtime = Runtime::new(options).unwrap();
-        let cases: [(&str, &str, Value, Value); 5] = [
-            ("plugins/order-status", "order-status", json!({"order_id": "123456"}),
-             json!({"order_id": "123456", "status": "shipped", "carrier": "UPS", "tracking_number": "1Z", "items": [], "eta": "2026-12-02"})),
-            ("plugins/membership-verify", "membership-verify", json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
-             json!({"member_id": "M-1001", "status": "active", "plan": "gold", "valid_until": "2027-01-31", "expired_on": null})),
-            ("plugins/python/membership-verify", "membership-verify-py", json!({"member_id": "M-1001", "date_of_birth": "1990-04-12"}),
-             json!({"member_id": "M-1001", "status": "active", "plan": "gold", "valid_until": "2027-01-31", "expired_on": null})),
-            ("plugins/crm-lead", "crm-lead", json!({"name": "Ada", "email": "ada@example.com"}),
-             json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
-            ("plugins/js/crm-lead", "crm-lead-js", json!({"name": "Ada", "email": "ada@example.com"}),
-             json!({"id": "lead_1", "created_at": "2026-11-27T00:00:00Z"})),
-        ];
         println!("| action | RSS per loaded action (N = {n}) | RSS per live instance (K = {k}) | loading the {n} (warm cache) |");
         println!("|---|---|---|---|");
-        for (folder, name, inputs, body) in cases {
+        for support::Example { folder, name, inputs, status, body } in support::examples() {
             let folder = repo.join(folder);
             // Warm the compile cache (and the code mapping) with one load first.
             runtime.load(&folder.join("action.toml")).await.unwrap();
@@ -114,12 +87,7 @@ fn main() {
             let dir = copies(&folder, work.path(), 1, true);
             let reg = Registry::load_dir(&runtime, &dir).await.unwrap();
             let plugin = reg.plugins().next().unwrap().clone();
-            let response = Arc::new(MockResponse {
-                status: 200,
-                headers: [("content-type".to_string(), "application/json".to_string())].into_iter().collect(),
-                body: Some(body),
-                failure: None,
-            });
+            let response = support::mock(status, body);
             let call = |i: usize| Call {
                 inputs: inputs.as_object().unwrap().clone(),
                 mock: Some(response.clone()),

@@ -41,7 +41,7 @@ const MAX_BATCH: usize = 513;
 /// Events reach the database at most this much later (plus the commit); in exchange a steady
 /// stream of calls costs one commit per 10 ms instead of one per request (measured in
 /// docs/performance.md).
-const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+const LINGER: Duration = Duration::from_millis(10);
 
 /// At most one "events dropped" warning per this interval.
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);

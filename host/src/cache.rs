@@ -139,8 +139,7 @@ impl CompileCache {
                 );
                 return Ok((component, CacheStatus::Hit, digest));
             }
-            Cached::Absent => CacheStatus::Miss,
-            Cached::Unusable => CacheStatus::Miss,
+            Cached::Absent | Cached::Unusable => CacheStatus::Miss,
             Cached::Forged => CacheStatus::Rejected,
         };
         let artifact = engine.precompile_component(wasm)?;

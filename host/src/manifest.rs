@@ -757,16 +757,21 @@ impl Manifest {
             )));
         }
 
+        // Regular expressions: syntax only here; each is compiled where it is used (the
+        // triggers and the extractor at their first message, the input gate at load).
         for (field, spec) in &raw.inputs {
             if let Some(x) = &spec.extract {
-                check_regex(x).map_err(|m| err(format!("inputs.{field}.extract: {m}")))?;
+                crate::triggers::check_syntax(x)
+                    .map_err(|m| err(format!("inputs.{field}.extract: {m}")))?;
             }
             if let Some(p) = &spec.pattern {
-                check_regex(p).map_err(|m| err(format!("inputs.{field}.pattern: {m}")))?;
+                crate::triggers::check_syntax(p)
+                    .map_err(|m| err(format!("inputs.{field}.pattern: {m}")))?;
             }
         }
         for (i, p) in raw.trigger.patterns.iter().enumerate() {
-            check_regex(p).map_err(|m| err(format!("trigger.patterns[{i}]: {m}")))?;
+            crate::triggers::check_syntax(p)
+                .map_err(|m| err(format!("trigger.patterns[{i}]: {m}")))?;
         }
         if raw.trigger.kind != TriggerKind::OnPrompt
             && (!raw.trigger.intents.is_empty()
@@ -861,12 +866,6 @@ fn is_secret_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Checks the syntax only ([`crate::triggers::check_syntax`]): patterns are compiled where
-/// they are used (the triggers and the extractor at their first message, the input gate at load).
-fn check_regex(pattern: &str) -> Result<(), String> {
-    crate::triggers::check_syntax(pattern)
 }
 
 fn parse_methods(methods: Option<&[String]>, field: &str) -> Result<Option<Vec<Method>>, String> {

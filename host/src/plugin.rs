@@ -246,12 +246,14 @@ impl Runtime {
         let pre = self.instantiate_pre(&component, path)?;
         let t_pre = t0.elapsed();
 
+        // Lazily compiled patterns name their manifest when they fail.
+        let owner = manifest.path.display().to_string();
         let t = &manifest.raw.trigger;
         let conditions = match t.kind {
             crate::manifest::TriggerKind::OnPrompt => Some(
                 Conditions::compile(&t.intents, &t.patterns, &t.requires, t.priority)
                     .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?
-                    .owned_by(&manifest.path.display().to_string()),
+                    .owned_by(&owner),
             ),
             _ => None,
         };
@@ -263,7 +265,7 @@ impl Runtime {
             .collect();
         let extractor = Extractor::compile(&extract)
             .map_err(|m| LoadError::new(LoadErrorKind::Manifest, &manifest.path, m))?
-            .owned_by(&manifest.path.display().to_string());
+            .owned_by(&owner);
         let name: Arc<str> = Arc::from(manifest.name());
         let config = Arc::new(manifest.config.clone());
         let http = Arc::new(
