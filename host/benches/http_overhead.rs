@@ -7,13 +7,20 @@
 //! The host runs as in production: the audit log on (SQLite in a temporary data dir), the
 //! network guard and secret filling on, a fresh instance per call.
 //!
-//! - **Concurrency 1**: `calls` (default 2 000) sequential calls each; the added latency is the
-//!   difference of the medians.
+//! - **Concurrency 1**: `calls` (default 2 000) sequential calls each, native and action
+//!   alternating, with a 1 ms pause (spinning) after each action call; the added latency is
+//!   the difference of the medians.
 //! - **Concurrency 16**: 16 tasks share `calls * 4` calls; the throughput ratio is action calls
 //!   per second over native requests per second.
 //!
 //! Build the example actions first (`./dev plugins`). A second argument measures one action
 //! only (for profiling it).
+//!
+//! `--action-only` leaves out the native requests and the calls at concurrency 1 (one each), so
+//! that `perf record` of the run profiles the action's calls at concurrency 16.
+//!
+//! `--no-prewarm` loads the actions with `[pool] prewarm = false` (every call instantiates on
+//! its own path and drops its instance itself).
 //!
 //! `--reuse` measures the opt-in instance reuse instead (`[limits] reuse = "conversation"`):
 //! the actions are loaded with it set, and every call carries a conversation id, one per task
@@ -33,6 +40,20 @@ use std::time::{Duration, Instant};
 use callout::demo::backend::{DemoBackend, new_token};
 use callout::{Call, HostConfig, Registry, Runtime, RuntimeOptions, Secrets};
 use serde_json::{Value, json};
+
+/// The pause after each action call at concurrency 1, as between a conversation's calls
+/// (seconds, in fact): the finished call's teardown and the next spare instance are made in
+/// the background meanwhile, so neither runs into the next measurement.
+const SPACING: Duration = Duration::from_millis(1);
+
+/// Waits `d` without sleeping, so the CPU stays as warm as in back-to-back calls (a sleep
+/// would let it idle and slow the native request and the action alike).
+fn pause(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
 
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
@@ -74,6 +95,9 @@ fn main() {
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let only: Option<String> = args.get(1).cloned();
     let reuse = std::env::args().any(|a| a == "--reuse");
+    // `--action-only`: one call at concurrency 1 and one native request per task, so a
+    // profile of the run is the action's calls at concurrency 16 (and the loading).
+    let action_only = std::env::args().any(|a| a == "--action-only");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,6 +117,7 @@ fn main() {
         )
         .unwrap();
         config.pool = HostConfig::default().pool;
+        config.pool.prewarm = !std::env::args().any(|a| a == "--no-prewarm");
         let mut secrets = Secrets::default();
         for var in callout::demo::TOKEN_VARIABLES {
             secrets.insert(var, &token);
@@ -140,8 +165,8 @@ fn main() {
                    inputs: lead.clone(), body: Some(lead.clone()) },
         ];
         let mode = if reuse { "reused per conversation" } else { "fresh per call" };
-        println!("| action | instance | native p50 (c=1) | action p50 (c=1) | added latency | native req/s (c=16) | action calls/s (c=16) | ratio |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| action | instance | native p50 (c=1) | action p50 (c=1) | added latency | native req/s (c=16) | action calls/s (c=16) | ratio | CPU per native request (c=16) | CPU per action call (c=16) |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for case in &cases {
             if only.as_deref().is_some_and(|o| o != case.action) {
                 continue;
@@ -160,7 +185,7 @@ fn main() {
             let _ = callout::phases::take_means(1);
             let mut n = Vec::with_capacity(calls);
             let mut a = Vec::with_capacity(calls);
-            for _ in 0..calls {
+            for _ in 0..if action_only { 1 } else { calls } {
                 let t = Instant::now();
                 native(&client, &base, &token, case).await;
                 n.push(t.elapsed());
@@ -168,6 +193,7 @@ fn main() {
                 let r = plugin.invoke_once(call.clone()).await;
                 a.push(t.elapsed());
                 assert!(r.result.is_ok(), "{}: {:?}", case.action, r.result);
+                pause(SPACING);
             }
             // With `--features phase-timers`: where the action's calls at c=1 spent their time.
             for (phase, mean) in callout::phases::take_means(calls as u64) {
@@ -176,6 +202,7 @@ fn main() {
             let (nm, am) = (median(&mut n), median(&mut a));
             let total = calls * 4;
             let native_rate = {
+                let cpu = support::cpu_time();
                 let t = Instant::now();
                 let tasks: Vec<_> = (0..16)
                     .map(|_| {
@@ -185,7 +212,7 @@ fn main() {
                         let case = Case { action: case.action, method: case.method.clone(), path: case.path,
                                           inputs: case.inputs.clone(), body: case.body.clone() };
                         tokio::spawn(async move {
-                            for _ in 0..total / 16 {
+                            for _ in 0..if action_only { 1 } else { total / 16 } {
                                 native(&client, &base, &token, &case).await;
                             }
                         })
@@ -194,9 +221,11 @@ fn main() {
                 for task in tasks {
                     task.await.unwrap();
                 }
-                total as f64 / t.elapsed().as_secs_f64()
+                let rate = total as f64 / t.elapsed().as_secs_f64();
+                (rate, (support::cpu_time() - cpu) / total as u32)
             };
             let action_rate = {
+                let cpu = support::cpu_time();
                 let t = Instant::now();
                 let tasks: Vec<_> = (0..16)
                     .map(|i| {
@@ -215,10 +244,12 @@ fn main() {
                 for task in tasks {
                     task.await.unwrap();
                 }
-                total as f64 / t.elapsed().as_secs_f64()
+                let rate = total as f64 / t.elapsed().as_secs_f64();
+                (rate, (support::cpu_time() - cpu) / total as u32)
             };
+            let ((native_rate, native_cpu), (action_rate, action_cpu)) = (native_rate, action_rate);
             println!(
-                "| {} | {mode} | {nm:.1?} | {am:.1?} | {:.1?} | {native_rate:.0} | {action_rate:.0} | {:.2} |",
+                "| {} | {mode} | {nm:.1?} | {am:.1?} | {:.1?} | {native_rate:.0} | {action_rate:.0} | {:.2} | {native_cpu:.1?} | {action_cpu:.1?} |",
                 case.action,
                 am.saturating_sub(nm),
                 action_rate / native_rate

@@ -4,9 +4,11 @@
 //! `plugins/js/`; build them first with `./dev plugins`), it measures
 //! - **instantiate**: a fresh store and instance from the `InstancePre`, nothing called; and
 //!   its **teardown**, timed apart: dropping them, the pool resetting the slot;
-//! - **fresh instance + first call**: a whole `invoke_once` (new instance, the guest's
+//! - **fresh instance + first call**: a whole `invoke_once` (a fresh instance, the guest's
 //!   `invoke`, its one HTTP request answered by a recorded response, the result parsed), so
-//!   no network is involved.
+//!   no network is involved. The calls are 1 ms apart; with `[pool] prewarm` (the default)
+//!   each takes the spare instance made in the background after the previous call, and its
+//!   teardown happens there too. `--no-prewarm` measures calls that instantiate themselves.
 //!
 //! and the load time of each action from a warm compile cache (median of 21). The same for
 //! `echo` from `tests/plugins` (built by `cargo test`), an action that makes no request: the
@@ -28,6 +30,9 @@ use std::time::{Duration, Instant};
 use callout::call::MockResponse;
 use callout::{Call, Registry, Runtime, RuntimeOptions};
 use serde_json::{Value, json};
+
+/// The pause after each timed call.
+const SPACING: Duration = Duration::from_millis(1);
 
 /// The mean: with the pool resetting freed slots in batches, one instantiation in
 /// `decommit_batch_size` pays for the batch's reset, which the median does not show.
@@ -57,6 +62,8 @@ fn main() {
         .collect();
     let iterations: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let only: Option<String> = args.get(1).cloned();
+    // `--no-prewarm`: `[pool] prewarm = false`, every call instantiates on its own path.
+    let prewarm = !std::env::args().any(|a| a == "--no-prewarm");
     // A third argument `instantiate` skips the calls (to profile instantiation alone).
     let skip_calls = args.get(2).is_some_and(|a| a == "instantiate");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -93,6 +100,7 @@ fn main() {
     rt.block_on(async {
         let mut options = RuntimeOptions::new(&data);
         options.audit = false;
+        options.config.pool.prewarm = prewarm;
         let runtime = Runtime::new(options).unwrap();
         // A first load compiles and fills the cache; the timed load below reads it.
         let mut cold = Vec::new();
@@ -152,6 +160,9 @@ fn main() {
                 let r = plugin.invoke_once(call.clone()).await;
                 calls.push(t.elapsed());
                 assert!(r.result.is_ok(), "{name}: {:?}", r.result);
+                // Calls 1 ms apart, as a conversation's are (seconds, in fact): the finished
+                // call's teardown and the next spare are made in the background meanwhile.
+                tokio::time::sleep(SPACING).await;
             }
             println!(
                 "| {name} | {warm_load:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",

@@ -77,7 +77,16 @@ pub struct Runtime {
     http: Arc<OutboundHttp>,
     cache: CompileCache,
     config: HostConfig,
+    /// Tears down finished calls' stores and makes spare instances, off the calls' path.
+    background: Background,
     _ticker: EpochTicker,
+}
+
+impl Drop for Runtime {
+    /// Lets the background thread finish what is queued (see [`Background::drain`]).
+    fn drop(&mut self) {
+        self.background.drain();
+    }
 }
 
 impl Runtime {
@@ -151,6 +160,7 @@ impl Runtime {
             http,
             cache,
             config: options.config,
+            background: Background::start(),
             _ticker: ticker,
         })
     }
@@ -272,11 +282,20 @@ impl Runtime {
             ActionHttp::new(manifest.http.clone(), manifest.secrets.clone())
                 .with_signing(manifest.raw.signing.as_ref().map(|s| s.secret.clone())),
         );
-        let mut plugin = Plugin {
-            name,
+        let maker = Arc::new(Maker {
             pre,
+            name: name.clone(),
+            limits: manifest.limits.clone(),
             config,
             http,
+            shared: self.http.clone(),
+            pool: self.config.pool.clone(),
+            spare: std::sync::Mutex::new(None),
+            background: self.background.clone(),
+        });
+        let mut plugin = Plugin {
+            name,
+            maker,
             shared: self.http.clone(),
             descriptor: ActionDescriptor::default(),
             gate: None,
@@ -437,9 +456,8 @@ pub struct ActionDescriptor {
 /// One loaded action.
 pub struct Plugin {
     name: Arc<str>,
-    pre: ActionPluginPre<InstanceState>,
-    config: Arc<toml::Table>,
-    http: Arc<ActionHttp>,
+    /// Makes the action's stores and instances, and keeps its spare one.
+    maker: Arc<Maker>,
     shared: Arc<OutboundHttp>,
     descriptor: ActionDescriptor,
     gate: Option<InputGate>,
@@ -516,6 +534,205 @@ impl WarmPool {
     }
 }
 
+/// A fresh instance made ahead of its call: instantiated, never called.
+struct Spare {
+    store: Store<InstanceState>,
+    instance: bindings::ActionPlugin,
+}
+
+/// What makes one action's stores and instances, shared with the [`Background`] thread that
+/// prepares its spare.
+///
+/// With `[pool] prewarm` (the default) each action that has been called keeps one spare
+/// instance: a call takes it instead of instantiating, and once the call is over the
+/// background thread makes the next one. The spare has been instantiated and nothing more (no
+/// export called, not even `describe()`), so a call in it is exactly as isolated as one in an
+/// instance made on the spot; it only moves instantiation off the call's path. Spares are made
+/// only while the pool is less than half full, so they never take the slots that calls in
+/// flight need.
+struct Maker {
+    pre: ActionPluginPre<InstanceState>,
+    name: Arc<str>,
+    limits: Limits,
+    config: Arc<toml::Table>,
+    http: Arc<ActionHttp>,
+    shared: Arc<OutboundHttp>,
+    pool: crate::config::PoolLimits,
+    spare: std::sync::Mutex<Option<Spare>>,
+    background: Background,
+}
+
+impl Maker {
+    /// A store for one call, its limits and deadline armed.
+    fn store(&self, call: CallScope) -> Store<InstanceState> {
+        let state = InstanceState::new(
+            self.name.clone(),
+            &self.limits,
+            self.config.clone(),
+            self.shared.clone(),
+            self.http.clone(),
+            call,
+        );
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        arm_deadline(&mut store, self.limits.deadline_ms);
+        store
+    }
+
+    fn spare(&self) -> std::sync::MutexGuard<'_, Option<Spare>> {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the pool has room for a spare: under half of each of its limits in use.
+    fn pool_has_room(&self) -> bool {
+        let Some(m) = self.pre.engine().pooling_allocator_metrics() else {
+            return false;
+        };
+        let p = &self.pool;
+        m.component_instances() < u64::from(p.total_component_instances / 2)
+            && m.core_instances() < u64::from(p.total_core_instances / 2)
+            && m.memories() < (p.total_memories / 2) as usize
+            && m.tables() < (p.total_tables / 2) as usize
+    }
+
+    /// Makes the spare if there is none and the pool has room (on the background thread).
+    fn refill(&self) {
+        if self.spare().is_some() || !self.pool_has_room() {
+            return;
+        }
+        let mut store = self.store(CallScope::default());
+        // Instantiation does no I/O: polling it on this thread is enough.
+        match futures::executor::block_on(self.pre.instantiate_async(&mut store)) {
+            Ok(instance) => {
+                let previous = self.spare().replace(Spare { store, instance });
+                drop(previous);
+            }
+            Err(e) => tracing::debug!(action = %self.name, "no spare instance: {e:#}"),
+        }
+    }
+
+    /// After a call: `store` (when the call's instance is not kept) is dropped, then the next
+    /// spare made, both on the background thread.
+    ///
+    /// Only with prewarming on, and while a core is idle (fewer calls in flight than cores):
+    /// then the work runs beside the calls instead of delaying them. When every core is busy,
+    /// handing work to another thread would only add a wake-up and cache misses per call, so
+    /// the caller drops its store itself and the next call instantiates on the spot. Without
+    /// prewarming the caller drops it too: the slot being reset elsewhere would make the next
+    /// call instantiate in a cold slot, which costs more than the reset.
+    fn after_call(self: &Arc<Self>, store: Option<Store<InstanceState>>) {
+        if !self.pool.prewarm || !self.background.has_idle_core() {
+            drop(store);
+            return;
+        }
+        let refill = self.spare().is_none().then(|| Arc::clone(self));
+        if store.is_some() || refill.is_some() {
+            self.background.run(Chore::After { store, refill });
+        }
+    }
+}
+
+/// What the background thread is asked to do.
+enum Chore {
+    /// After a call: drop its store (the pool resets its slot), then make the action's spare.
+    After {
+        store: Option<Store<InstanceState>>,
+        refill: Option<Arc<Maker>>,
+    },
+    /// Answer once everything queued before is done (and dropped).
+    Drain(std::sync::mpsc::SyncSender<()>),
+}
+
+/// A thread that tears finished calls down and makes spare instances, so neither is on a call's
+/// path: a caller has its report before its instance's slot is reset. One per [`Runtime`]; it
+/// ends when the runtime and its plugins are gone. Its queue holds 256 chores; when it is full
+/// (the thread cannot keep up), the caller does the work itself, as it would without it.
+#[derive(Clone)]
+struct Background {
+    queue: std::sync::mpsc::SyncSender<Chore>,
+    /// Calls in flight in this runtime.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The CPUs this process may use.
+    cores: usize,
+}
+
+/// Counts a call in flight while it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Background {
+    /// How many chores may wait.
+    const QUEUE: usize = 256;
+
+    /// Counts a call in flight until the guard drops.
+    fn enter(&self) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(Arc::clone(&self.in_flight))
+    }
+
+    /// Whether fewer calls are in flight than there are cores (the caller's own included).
+    fn has_idle_core(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) < self.cores
+    }
+
+    fn start() -> Self {
+        let (queue, chores) = std::sync::mpsc::sync_channel::<Chore>(Self::QUEUE);
+        std::thread::Builder::new()
+            .name("callout-background".into())
+            .spawn(move || {
+                for chore in chores {
+                    match chore {
+                        Chore::After { store, refill } => {
+                            drop(store);
+                            if let Some(maker) = refill {
+                                maker.refill();
+                            }
+                        }
+                        Chore::Drain(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .expect("spawn the background thread");
+        Self {
+            queue,
+            in_flight: Arc::default(),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    fn run(&self, chore: Chore) {
+        if let Err(
+            std::sync::mpsc::TrySendError::Full(chore)
+            | std::sync::mpsc::TrySendError::Disconnected(chore),
+        ) = self.queue.try_send(chore)
+            && let Chore::After { store, .. } = chore
+        {
+            // Only the teardown: a spare made here would cost the caller what it saves.
+            drop(store);
+        }
+    }
+
+    /// Waits until every chore queued so far is done. The chores hold stores and actions, and
+    /// through them the audit log: a process that exits right after its calls (`callout
+    /// invoke`) must not leave them in the queue, or their audit events would never be written.
+    fn drain(&self) {
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        if self.queue.send(Chore::Drain(done)).is_ok() {
+            let _ = finished.recv();
+        }
+    }
+}
+
 impl Plugin {
     /// The action's name.
     pub fn name(&self) -> &str {
@@ -587,12 +804,19 @@ impl Plugin {
     /// When instantiation fails (the pool is exhausted, say).
     pub async fn instantiate_probe(&self) -> anyhow::Result<(Duration, Duration)> {
         let started = Instant::now();
-        let mut store = self.store(CallScope::default());
-        self.pre.instantiate_async(&mut store).await?;
+        let mut store = self.maker.store(CallScope::default());
+        self.maker.pre.instantiate_async(&mut store).await?;
         let made = started.elapsed();
         let started = Instant::now();
         drop(store);
         Ok((made, started.elapsed()))
+    }
+
+    /// Whether a spare instance is ready for the next call (`[pool] prewarm`): made by the
+    /// runtime's background thread after a call, taken by the next one. For tests and health
+    /// checks.
+    pub fn spare_ready(&self) -> bool {
+        self.maker.spare().is_some()
     }
 
     /// Whether the component came from the compile cache.
@@ -605,34 +829,18 @@ impl Plugin {
         &self.component_digest
     }
 
-    fn store(&self, call: CallScope) -> Store<InstanceState> {
-        let limits: &Limits = &self.manifest.limits;
-        let state = InstanceState::new(
-            self.name.clone(),
-            limits,
-            self.config.clone(),
-            self.shared.clone(),
-            self.http.clone(),
-            call,
-        );
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        arm_deadline(&mut store, limits.deadline_ms);
-        store
-    }
-
     fn wall_clock(&self) -> Duration {
         Duration::from_millis(self.manifest.limits.deadline_ms) + WALL_CLOCK_GRACE
     }
 
     async fn describe(&self) -> Result<ActionDescriptor, LoadError> {
         let path = &self.manifest.component_path;
-        let mut store = self.store(CallScope {
+        let mut store = self.maker.store(CallScope {
             dry_run: true,
             ..CallScope::default()
         });
         let call = async {
-            let inst = self.pre.instantiate_async(&mut store).await?;
+            let inst = self.maker.pre.instantiate_async(&mut store).await?;
             inst.callout_plugin_action().call_describe(&mut store).await
         };
         let result = tokio::time::timeout(self.wall_clock(), call).await;
@@ -821,6 +1029,7 @@ impl Plugin {
     /// durable outbox) that schedule retries themselves.
     pub async fn invoke_once(&self, call: Call) -> CallReport {
         let started = Instant::now();
+        let _in_flight = self.maker.background.enter();
         let key = call
             .idempotency_key
             .clone()
@@ -868,24 +1077,29 @@ impl Plugin {
             attempt: call.attempt.max(1),
             dry_run: call.dry_run,
         };
-        // A reused instance of this conversation, if one is idle.
+        // A reused instance of this conversation, if one is idle; else the spare, a fresh
+        // instance made ahead of this call (and the next spare starts being made).
         let warm = reuse_key
             .as_deref()
-            .and_then(|c| self.warm.as_ref().and_then(|w| w.take(c)));
+            .and_then(|c| self.warm.as_ref().and_then(|w| w.take(c)))
+            .map(|w| (w.store, w.instance, w.calls))
+            .or_else(|| {
+                let spare = self.maker.spare().take();
+                spare.map(|s| (s.store, s.instance, 0))
+            });
         let (mut store, mut instance, calls) = match warm {
-            Some(w) => {
-                let mut store = w.store;
+            Some((mut store, instance, calls)) => {
                 store.data_mut().begin_call(scope);
                 arm_deadline(&mut store, self.manifest.limits.deadline_ms);
-                (store, Some(w.instance), w.calls)
+                (store, Some(instance), calls)
             }
-            None => (self.store(scope), None, 0),
+            None => (self.maker.store(scope), None, 0),
         };
         let run = async {
             let timer = Timer::start();
             let inst = match instance.take() {
                 Some(i) => i,
-                None => self.pre.instantiate_async(&mut store).await?,
+                None => self.maker.pre.instantiate_async(&mut store).await?,
             };
             timer.stop(Phase::Instantiate);
             let timer = Timer::start();
@@ -938,6 +1152,9 @@ impl Plugin {
                     idle_since: Instant::now(),
                 },
             );
+            self.maker.after_call(None);
+        } else {
+            self.maker.after_call(Some(store));
         }
         report_timer.stop(Phase::Report);
         report

@@ -13,6 +13,7 @@ mod http;
 mod loading;
 mod mcp_protocol;
 mod outbox_crash;
+mod prewarm;
 mod publish;
 mod scaffold;
 mod server;

@@ -104,3 +104,21 @@ pub fn manifest_copy(folder: &Path, reuse: bool) -> toml::Table {
     }
     table
 }
+
+/// The CPU time this process's threads have run so far (the sum of
+/// `/proc/self/task/*/schedstat`'s first field, nanosecond precision). Threads that exit take
+/// theirs with them, so compare two readings only over a span in which no thread exits (tokio's
+/// workers and the audit writer live for the whole run).
+pub fn cpu_time() -> std::time::Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    std::time::Duration::from_nanos(ns)
+}

@@ -1,0 +1,112 @@
+//! Spare instances (`[pool] prewarm`): made in the background after a call, as fresh as an
+//! instance made on the spot, never made when the pool is half full or prewarming is off.
+
+use std::time::Duration;
+
+use callout::{HostConfig, Plugin, Runtime, RuntimeOptions};
+use serde_json::json;
+
+use crate::support::*;
+
+/// A runtime whose `[pool]` is `pool` (TOML lines).
+fn runtime_with_pool(pool: &str) -> (Runtime, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut options = RuntimeOptions::new(data.path());
+    options.config = HostConfig::parse(&format!("[pool]\nmax_memory_mb = 128\n{pool}")).unwrap();
+    (Runtime::new(options).unwrap(), data)
+}
+
+/// Waits up to 10 s for `plugin`'s spare, which the runtime's background thread makes.
+async fn spare_made(plugin: &Plugin) -> bool {
+    for _ in 0..1000 {
+        if plugin.spare_ready() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn actions() -> Actions {
+    let actions = Actions::new();
+    actions.add("echo", "name = \"echo\"\ncomponent = \"{echo}\"\n");
+    actions.add(
+        "hostile",
+        "name = \"hostile\"\ncomponent = \"{hostile}\"\n[limits]\ndeadline_ms = 500\nmemory_mb = 16\n",
+    );
+    actions
+}
+
+#[tokio::test]
+async fn a_spare_is_made_after_each_call_and_is_as_fresh_as_a_new_instance() {
+    let actions = actions();
+    let (rt, _data) = runtime_with_pool(
+        "total_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
+    );
+    let reg = load_all(&rt, &actions).await;
+    let echo = reg.get("echo").unwrap();
+    assert!(!echo.spare_ready(), "loading makes no spare");
+    for _ in 0..3 {
+        let r = call(&echo, json!({"message": "count me"})).await;
+        assert_eq!(
+            r.result.unwrap().data["calls_in_this_instance"],
+            1,
+            "a call in a spare sees no earlier call's globals"
+        );
+        assert!(spare_made(&echo).await, "a spare is made after the call");
+    }
+    // A trap, a deadline or a memory limit ends its instance; the next call runs in a spare
+    // made after it, and succeeds.
+    let hostile = reg.get("hostile").unwrap();
+    for bad in [
+        json!({"mode": "trap"}),
+        json!({"mode": "loop"}),
+        json!({"mode": "alloc", "mb": 64}),
+    ] {
+        let r = call(&hostile, bad.clone()).await;
+        assert!(r.result.is_err(), "{bad}");
+        assert!(spare_made(&hostile).await, "after {bad}");
+        let r = call(&hostile, json!({"mode": "ok"})).await;
+        assert_eq!(r.result.unwrap().data["ok"], true, "after {bad}");
+    }
+}
+
+#[tokio::test]
+async fn no_spare_when_the_pool_is_half_full_and_calls_still_run() {
+    let actions = actions();
+    // Two component instances in all: one spare fills half of the pool.
+    let (rt, _data) = runtime_with_pool(
+        "total_component_instances = 2\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
+    );
+    let reg = load_all(&rt, &actions).await;
+    let (echo, hostile) = (reg.get("echo").unwrap(), reg.get("hostile").unwrap());
+    assert!(call(&echo, json!({"message": "a"})).await.result.is_ok());
+    assert!(spare_made(&echo).await);
+    for _ in 0..3 {
+        let r = call(&hostile, json!({"mode": "ok"})).await;
+        assert_eq!(r.result.unwrap().data["ok"], true);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !hostile.spare_ready(),
+            "echo's spare holds half the pool: no spare for hostile"
+        );
+    }
+    assert!(echo.spare_ready(), "echo's spare waits for its next call");
+    assert!(call(&echo, json!({"message": "b"})).await.result.is_ok());
+}
+
+#[tokio::test]
+async fn prewarm_off_makes_no_spare() {
+    let actions = actions();
+    let (rt, _data) = runtime_with_pool(
+        "total_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\nprewarm = false\n",
+    );
+    let reg = load_all(&rt, &actions).await;
+    let echo = reg.get("echo").unwrap();
+    for _ in 0..2 {
+        let r = call(&echo, json!({"message": "count me"})).await;
+        assert_eq!(r.result.unwrap().data["calls_in_this_instance"], 1);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!echo.spare_ready());
+}
