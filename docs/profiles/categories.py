@@ -10,7 +10,11 @@ a category holds everything below its frame (the kernel work of a syscall includ
 """
 import collections
 import re
+import signal
 import sys
+
+# Quiet when piped into head.
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 CATEGORIES = [
     ("loading the actions (compile cache, describe)", r"Registry::load|load_or_compile|rayon"),

@@ -46,15 +46,6 @@ use serde_json::{Value, json};
 /// the background meanwhile, so neither runs into the next measurement.
 const SPACING: Duration = Duration::from_millis(1);
 
-/// Waits `d` without sleeping, so the CPU stays as warm as in back-to-back calls (a sleep
-/// would let it idle and slow the native request and the action alike).
-fn pause(d: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < d {
-        std::hint::spin_loop();
-    }
-}
-
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -193,7 +184,7 @@ fn main() {
                 let r = plugin.invoke_once(call.clone()).await;
                 a.push(t.elapsed());
                 assert!(r.result.is_ok(), "{}: {:?}", case.action, r.result);
-                pause(SPACING);
+                support::pause(SPACING);
             }
             // With `--features phase-timers`: where the action's calls at c=1 spent their time.
             for (phase, mean) in callout::phases::take_means(calls as u64) {

@@ -162,7 +162,7 @@ fn main() {
                 assert!(r.result.is_ok(), "{name}: {:?}", r.result);
                 // Calls 1 ms apart, as a conversation's are (seconds, in fact): the finished
                 // call's teardown and the next spare are made in the background meanwhile.
-                tokio::time::sleep(SPACING).await;
+                support::pause(SPACING);
             }
             println!(
                 "| {name} | {warm_load:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
