@@ -284,7 +284,7 @@ impl Runtime {
         );
         let maker = Arc::new(Maker {
             pre,
-            name: name.clone(),
+            name,
             limits: manifest.limits.clone(),
             config,
             http,
@@ -294,9 +294,7 @@ impl Runtime {
             background: self.background.clone(),
         });
         let mut plugin = Plugin {
-            name,
             maker,
-            shared: self.http.clone(),
             descriptor: ActionDescriptor::default(),
             gate: None,
             conditions,
@@ -319,7 +317,7 @@ impl Runtime {
         })?;
         plugin.gate = Some(gate);
         tracing::debug!(
-            action = %plugin.name,
+            action = %plugin.name(),
             cache = plugin.cache_status.as_str(),
             manifest_and_read_us = t_read.as_micros() as u64,
             cache_or_compile_us = (t_compiled - t_read).as_micros() as u64,
@@ -455,10 +453,9 @@ pub struct ActionDescriptor {
 
 /// One loaded action.
 pub struct Plugin {
-    name: Arc<str>,
-    /// Makes the action's stores and instances, and keeps its spare one.
+    /// Makes the action's stores and instances (it holds the name, `InstancePre`, config and
+    /// grants), and keeps its spare one.
     maker: Arc<Maker>,
-    shared: Arc<OutboundHttp>,
     descriptor: ActionDescriptor,
     gate: Option<InputGate>,
     conditions: Option<Conditions>,
@@ -736,7 +733,7 @@ impl Background {
 impl Plugin {
     /// The action's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.maker.name
     }
 
     /// Its manifest, resolved.
@@ -894,7 +891,7 @@ impl Plugin {
                 )
             })?;
         Ok(ActionDescriptor {
-            name: self.name.to_string(),
+            name: self.maker.name.to_string(),
             description: self
                 .manifest
                 .raw
@@ -919,9 +916,12 @@ impl Plugin {
             Ok(_) => "ok",
             Err(f) => f.class(),
         };
-        self.shared
-            .metrics()
-            .record_call(&self.name, trigger.as_str(), outcome, report.elapsed_us);
+        self.maker.shared.metrics().record_call(
+            &self.maker.name,
+            trigger.as_str(),
+            outcome,
+            report.elapsed_us,
+        );
         report
     }
 
@@ -968,13 +968,13 @@ impl Plugin {
             if let Handling::Retry { delay_ms } = handling {
                 let deadline = Duration::from_millis(self.manifest.limits.deadline_ms);
                 if started.elapsed() + Duration::from_millis(delay_ms) > deadline {
-                    tracing::info!(action = %self.name, attempt, delay_ms, "retry would pass the deadline; not retrying");
+                    tracing::info!(action = %self.maker.name, attempt, delay_ms, "retry would pass the deadline; not retrying");
                     handling = policy.decide(failure, u32::MAX, repeatable, 0.0);
                 }
             }
             match handling {
                 Handling::Retry { delay_ms } => {
-                    tracing::info!(action = %self.name, attempt, delay_ms, class = failure.class(), "retrying");
+                    tracing::info!(action = %self.maker.name, attempt, delay_ms, class = failure.class(), "retrying");
                     // A recorded response (a test) answers at once: the retry is made, its
                     // wait is not.
                     if call.mock.is_none() {
@@ -1050,7 +1050,7 @@ impl Plugin {
             .and_then(|_| call.conversation_id.clone())
             .filter(|c| !c.is_empty());
         let invocation = bindings::Invocation {
-            action: self.name.to_string(),
+            action: self.maker.name.to_string(),
             trigger: match call.trigger {
                 Trigger::ToolCall => bindings::TriggerKind::ToolCall,
                 Trigger::OnPrompt => bindings::TriggerKind::OnPrompt,
@@ -1125,7 +1125,7 @@ impl Plugin {
         let state = store.data_mut();
         let output = state.flush_output();
         if let Err(f) = &result {
-            tracing::info!(action = %self.name, class = f.class(), "call failed: {f}");
+            tracing::info!(action = %self.maker.name, class = f.class(), "call failed: {f}");
         }
         let report = CallReport {
             result,
