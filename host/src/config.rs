@@ -202,12 +202,16 @@ pub struct PoolLimits {
     /// Find the pages a call wrote with Linux's `PAGEMAP_SCAN` (6.7+; ignored where the kernel
     /// lacks it), so a freed slot's reset touches only those. Default: true.
     pub pagemap_scan: bool,
-    /// Keep one spare instance per action that has been called, made in the background right
-    /// after a call takes the previous one, so calls do not wait for instantiation (a Rust
-    /// action's 5–15 µs, a Python one's 0.6 ms). A spare is instantiated and never called
-    /// before its call, so isolation is that of a fresh instance. Costs one pool slot and the spare's resident memory per
-    /// called action; spares are made only while the pool is under half full. Default: true.
+    /// Keep one spare instance per action that has been called, made in the background after
+    /// each call, so calls do not wait for instantiation (a Rust action's 5–15 µs, a Python
+    /// one's 0.6 ms) or for the teardown of the previous one. A spare is instantiated and never
+    /// called before its call, so isolation is that of a fresh instance. Costs one pool slot
+    /// and the spare's resident memory per recently called action; spares are made only while
+    /// the pool is under half full. Default: true.
     pub prewarm: bool,
+    /// A spare unused for this long is dropped, so actions that are no longer called hold no
+    /// memory for it. Default: 60 000 (one minute).
+    pub prewarm_idle_ms: u64,
 }
 
 impl Default for PoolLimits {
@@ -229,6 +233,7 @@ impl Default for PoolLimits {
             table_keep_resident_kb: 16,
             pagemap_scan: true,
             prewarm: true,
+            prewarm_idle_ms: 60_000,
         }
     }
 }
@@ -302,6 +307,13 @@ impl HostConfig {
                  to 1024",
                 config.pool.decommit_batch_size
             ));
+        }
+        if config.pool.prewarm_idle_ms == 0 {
+            return Err(
+                "pool.prewarm_idle_ms = 0 would drop every spare at once; use at least 1 \
+                 (60000 is the default), or prewarm = false to make none"
+                    .into(),
+            );
         }
         let max_kb = (config.pool.max_memory_mb as usize) << 10;
         if config.pool.memory_keep_resident_kb > max_kb {
@@ -384,6 +396,8 @@ mod tests {
         assert!(err.contains("pool.max_memory_mb"), "{err}");
         let err = HostConfig::parse("[pool]\ndecommit_batch_size = 0\n").unwrap_err();
         assert!(err.contains("pool.decommit_batch_size = 0"), "{err}");
+        let err = HostConfig::parse("[pool]\nprewarm_idle_ms = 0\n").unwrap_err();
+        assert!(err.contains("pool.prewarm_idle_ms = 0"), "{err}");
         let err = HostConfig::parse("[pool]\nmax_memory_mb = 1\nmemory_keep_resident_kb = 2048\n")
             .unwrap_err();
         assert!(err.contains("pool.memory_keep_resident_kb = 2048"), "{err}");

@@ -159,8 +159,10 @@ impl Runtime {
             linker,
             http,
             cache,
+            background: Background::start(Duration::from_millis(
+                options.config.pool.prewarm_idle_ms,
+            )),
             config: options.config,
-            background: Background::start(),
             _ticker: ticker,
         })
     }
@@ -293,6 +295,7 @@ impl Runtime {
             spare: std::sync::Mutex::new(None),
             background: self.background.clone(),
         });
+        self.background.register(&maker);
         let mut plugin = Plugin {
             maker,
             descriptor: ActionDescriptor::default(),
@@ -535,6 +538,8 @@ impl WarmPool {
 struct Spare {
     store: Store<InstanceState>,
     instance: bindings::ActionPlugin,
+    /// When it was made; it is dropped after `[pool] prewarm_idle_ms` unused.
+    made: Instant,
 }
 
 /// What makes one action's stores and instances, shared with the [`Background`] thread that
@@ -603,7 +608,11 @@ impl Maker {
         // Instantiation does no I/O: polling it on this thread is enough.
         match futures::executor::block_on(self.pre.instantiate_async(&mut store)) {
             Ok(instance) => {
-                let previous = self.spare().replace(Spare { store, instance });
+                let previous = self.spare().replace(Spare {
+                    store,
+                    instance,
+                    made: Instant::now(),
+                });
                 drop(previous);
             }
             Err(e) => tracing::debug!(action = %self.name, "no spare instance: {e:#}"),
@@ -643,12 +652,15 @@ enum Chore {
 }
 
 /// A thread that tears finished calls down and makes spare instances, so neither is on a call's
-/// path: a caller has its report before its instance's slot is reset. One per [`Runtime`]; it
-/// ends when the runtime and its plugins are gone. Its queue holds 256 chores; when it is full
-/// (the thread cannot keep up), the caller does the work itself, as it would without it.
+/// path: a caller has its report before its instance's slot is reset. It also drops spares left
+/// unused for `[pool] prewarm_idle_ms`. One per [`Runtime`]; it ends when the runtime and its
+/// plugins are gone. Its queue holds 256 chores; when it is full (the thread cannot keep up),
+/// the caller does the work itself, as it would without it.
 #[derive(Clone)]
 struct Background {
     queue: std::sync::mpsc::SyncSender<Chore>,
+    /// Every action loaded in this runtime, for the sweep of idle spares.
+    makers: Arc<std::sync::Mutex<Vec<std::sync::Weak<Maker>>>>,
     /// Calls in flight in this runtime.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The CPUs this process may use.
@@ -680,21 +692,36 @@ impl Background {
         self.in_flight.load(std::sync::atomic::Ordering::Relaxed) < self.cores
     }
 
-    fn start() -> Self {
+    /// Starts the thread; spares unused for `idle` are dropped by a sweep every quarter of
+    /// that (between 10 ms and 10 s).
+    fn start(idle: Duration) -> Self {
         let (queue, chores) = std::sync::mpsc::sync_channel::<Chore>(Self::QUEUE);
+        let makers: Arc<std::sync::Mutex<Vec<std::sync::Weak<Maker>>>> = Arc::default();
+        let sweep_every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
+        let swept = Arc::downgrade(&makers);
         std::thread::Builder::new()
             .name("callout-background".into())
             .spawn(move || {
-                for chore in chores {
-                    match chore {
-                        Chore::After { store, refill } => {
+                let mut last_sweep = Instant::now();
+                loop {
+                    match chores.recv_timeout(sweep_every) {
+                        Ok(Chore::After { store, refill }) => {
                             drop(store);
                             if let Some(maker) = refill {
                                 maker.refill();
                             }
                         }
-                        Chore::Drain(done) => {
+                        Ok(Chore::Drain(done)) => {
                             let _ = done.send(());
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if last_sweep.elapsed() >= sweep_every {
+                        last_sweep = Instant::now();
+                        match swept.upgrade() {
+                            Some(makers) => sweep_idle_spares(&makers, idle),
+                            None => break,
                         }
                     }
                 }
@@ -702,9 +729,20 @@ impl Background {
             .expect("spawn the background thread");
         Self {
             queue,
+            makers,
             in_flight: Arc::default(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
         }
+    }
+
+    /// Adds an action to the sweep of idle spares.
+    fn register(&self, maker: &Arc<Maker>) {
+        let mut makers = self
+            .makers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        makers.retain(|m| m.strong_count() > 0);
+        makers.push(Arc::downgrade(maker));
     }
 
     fn run(&self, chore: Chore) {
@@ -727,6 +765,23 @@ impl Background {
         if self.queue.send(Chore::Drain(done)).is_ok() {
             let _ = finished.recv();
         }
+    }
+}
+
+/// Drops the spares made more than `idle` ago (outside the list's lock).
+fn sweep_idle_spares(makers: &std::sync::Mutex<Vec<std::sync::Weak<Maker>>>, idle: Duration) {
+    let live: Vec<Arc<Maker>> = makers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    for maker in live {
+        let mut spare = maker.spare();
+        let expired = spare.as_ref().is_some_and(|s| s.made.elapsed() >= idle);
+        let dropped = if expired { spare.take() } else { None };
+        drop(spare);
+        drop(dropped);
     }
 }
 

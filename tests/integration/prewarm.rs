@@ -1,5 +1,6 @@
 //! Spare instances (`[pool] prewarm`): made in the background after a call, as fresh as an
-//! instance made on the spot, never made when the pool is half full or prewarming is off.
+//! instance made on the spot, dropped when left unused, never made when the pool is half full
+//! or prewarming is off.
 
 use std::time::Duration;
 
@@ -109,4 +110,29 @@ async fn prewarm_off_makes_no_spare() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!echo.spare_ready());
+}
+
+#[tokio::test]
+async fn an_unused_spare_is_dropped_after_prewarm_idle_ms() {
+    let actions = actions();
+    let (rt, _data) = runtime_with_pool(
+        "total_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\nprewarm_idle_ms = 300\n",
+    );
+    let reg = load_all(&rt, &actions).await;
+    let echo = reg.get("echo").unwrap();
+    assert!(call(&echo, json!({"message": "a"})).await.result.is_ok());
+    assert!(spare_made(&echo).await);
+    let mut dropped = false;
+    for _ in 0..500 {
+        if !echo.spare_ready() {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dropped, "the spare is dropped after 300 ms unused");
+    // The next call instantiates on its own path, and a new spare follows it.
+    let r = call(&echo, json!({"message": "b"})).await;
+    assert_eq!(r.result.unwrap().data["calls_in_this_instance"], 1);
+    assert!(spare_made(&echo).await);
 }
