@@ -9,6 +9,9 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// A small pool, so that many runtimes fit in one test process.
+const SMALL: &str = "total_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n";
+
 /// A runtime whose `[pool]` is `pool` (TOML lines).
 fn runtime_with_pool(pool: &str) -> (Runtime, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
@@ -41,9 +44,7 @@ fn actions() -> Actions {
 #[tokio::test]
 async fn a_spare_is_made_after_each_call_and_is_as_fresh_as_a_new_instance() {
     let actions = actions();
-    let (rt, _data) = runtime_with_pool(
-        "total_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
-    );
+    let (rt, _data) = runtime_with_pool(SMALL);
     let reg = load_all(&rt, &actions).await;
     let echo = reg.get("echo").unwrap();
     assert!(!echo.spare_ready(), "loading makes no spare");
@@ -99,9 +100,7 @@ async fn no_spare_when_the_pool_is_half_full_and_calls_still_run() {
 #[tokio::test]
 async fn prewarm_off_makes_no_spare() {
     let actions = actions();
-    let (rt, _data) = runtime_with_pool(
-        "total_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\nprewarm = false\n",
-    );
+    let (rt, _data) = runtime_with_pool(&format!("{SMALL}prewarm = false\n"));
     let reg = load_all(&rt, &actions).await;
     let echo = reg.get("echo").unwrap();
     for _ in 0..2 {
@@ -115,9 +114,7 @@ async fn prewarm_off_makes_no_spare() {
 #[tokio::test]
 async fn an_unused_spare_is_dropped_after_prewarm_idle_ms() {
     let actions = actions();
-    let (rt, _data) = runtime_with_pool(
-        "total_component_instances = 16\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\nprewarm_idle_ms = 300\n",
-    );
+    let (rt, _data) = runtime_with_pool(&format!("{SMALL}prewarm_idle_ms = 300\n"));
     let reg = load_all(&rt, &actions).await;
     let echo = reg.get("echo").unwrap();
     assert!(call(&echo, json!({"message": "a"})).await.result.is_ok());
