@@ -546,8 +546,8 @@ struct Spare {
 /// prepares its spare.
 ///
 /// With `[pool] prewarm` (the default) each action that has been called keeps one spare
-/// instance: a call takes it instead of instantiating, and once the call is over the
-/// background thread makes the next one. The spare has been instantiated and nothing more (no
+/// instance (until it has gone unused for `[pool] prewarm_idle_ms`): a call takes it instead
+/// of instantiating, and once the call is over the background thread makes the next one. The spare has been instantiated and nothing more (no
 /// export called, not even `describe()`), so a call in it is exactly as isolated as one in an
 /// instance made on the spot; it only moves instantiation off the call's path. Spares are made
 /// only while the pool is less than half full, so they never take the slots that calls in
