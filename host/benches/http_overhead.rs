@@ -41,11 +41,6 @@ use callout::demo::backend::{DemoBackend, new_token};
 use callout::{Call, HostConfig, Registry, Runtime, RuntimeOptions, Secrets};
 use serde_json::{Value, json};
 
-/// The pause after each action call at concurrency 1, as between a conversation's calls
-/// (seconds, in fact): the finished call's teardown and the next spare instance are made in
-/// the background meanwhile, so neither runs into the next measurement.
-const SPACING: Duration = Duration::from_millis(1);
-
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -184,7 +179,7 @@ fn main() {
                 let r = plugin.invoke_once(call.clone()).await;
                 a.push(t.elapsed());
                 assert!(r.result.is_ok(), "{}: {:?}", case.action, r.result);
-                support::pause(SPACING);
+                support::pause_between_calls();
             }
             // With `--features phase-timers`: where the action's calls at c=1 spent their time.
             for (phase, mean) in callout::phases::take_means(calls as u64) {

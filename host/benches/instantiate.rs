@@ -9,6 +9,7 @@
 //!   no network is involved. The calls are 1 ms apart; with `[pool] prewarm` (the default)
 //!   each takes the spare instance made in the background after the previous call, and its
 //!   teardown happens there too. `--no-prewarm` measures calls that instantiate themselves.
+//!   `--config=<callout.toml>` uses that file's `[pool]` settings instead of the defaults.
 //!
 //! and the load time of each action from a warm compile cache (median of 21). The same for
 //! `echo` from `tests/plugins` (built by `cargo test`), an action that makes no request: the
@@ -30,9 +31,6 @@ use std::time::{Duration, Instant};
 use callout::call::MockResponse;
 use callout::{Call, Registry, Runtime, RuntimeOptions};
 use serde_json::{Value, json};
-
-/// The pause after each timed call.
-const SPACING: Duration = Duration::from_millis(1);
 
 /// The mean: with the pool resetting freed slots in batches, one instantiation in
 /// `decommit_batch_size` pays for the batch's reset, which the median does not show.
@@ -64,6 +62,15 @@ fn main() {
     let only: Option<String> = args.get(1).cloned();
     // `--no-prewarm`: `[pool] prewarm = false`, every call instantiates on its own path.
     let prewarm = !std::env::args().any(|a| a == "--no-prewarm");
+    // `--config=<callout.toml>`: its `[pool]` instead of the defaults (to try other settings).
+    let pool = std::env::args()
+        .find_map(|a| a.strip_prefix("--config=").map(String::from))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("read the --config file");
+            callout::HostConfig::parse(&text)
+                .expect("a valid callout.toml")
+                .pool
+        });
     // A third argument `instantiate` skips the calls (to profile instantiation alone).
     let skip_calls = args.get(2).is_some_and(|a| a == "instantiate");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -100,6 +107,9 @@ fn main() {
     rt.block_on(async {
         let mut options = RuntimeOptions::new(&data);
         options.audit = false;
+        if let Some(pool) = pool {
+            options.config.pool = pool;
+        }
         options.config.pool.prewarm = prewarm;
         let runtime = Runtime::new(options).unwrap();
         // A first load compiles and fills the cache; the timed load below reads it.
@@ -160,9 +170,7 @@ fn main() {
                 let r = plugin.invoke_once(call.clone()).await;
                 calls.push(t.elapsed());
                 assert!(r.result.is_ok(), "{name}: {:?}", r.result);
-                // Calls 1 ms apart, as a conversation's are (seconds, in fact): the finished
-                // call's teardown and the next spare are made in the background meanwhile.
-                support::pause(SPACING);
+                support::pause_between_calls();
             }
             println!(
                 "| {name} | {warm_load:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",

@@ -24,7 +24,6 @@
 //! The client keeps connections alive, never follows redirects by itself and never uses a proxy
 //! from the environment. Per-action settings (timeouts, caps) are applied per request.
 
-use crate::phases::{Phase, Timer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
@@ -41,6 +40,7 @@ use crate::bindings::callout::plugin::outbound_http as wit;
 use crate::call::{RecordedRequest, SentRequest};
 use crate::config::HttpSettings;
 use crate::manifest::{HttpGrants, SecretGrant, SecretPlace, SecretSource};
+use crate::phases::{Phase, Timer};
 use crate::policy::{self, Decision, DevLoopback, Method, Target};
 use crate::state::InstanceState;
 

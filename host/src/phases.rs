@@ -27,7 +27,8 @@ pub enum Phase {
     ResponseBody,
     /// `send`: the audit event and the call's records, after the response.
     AfterResponse,
-    /// After the guest returned: its output flushed and the report built.
+    /// After the guest returned: its output flushed, the report built, and the store kept,
+    /// handed to the background thread or dropped.
     Report,
 }
 

@@ -6,7 +6,6 @@
 //! for an action with `[limits] reuse = "conversation"`, reuses the instance of its
 //! conversation). Nothing compiles on the call path.
 
-use crate::phases::{Phase, Timer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use crate::manifest::{HostLimits, Limits, Manifest};
 use crate::outbound_http::{
     ActionHttp, CallSecrets, Lookup, OutboundHttp, Secrets, SystemLookup, default_secrets_file,
 };
+use crate::phases::{Phase, Timer};
 use crate::policy::DevLoopback;
 use crate::state::{CallScope, InstanceState};
 use crate::triggers::{Conditions, Extractor};
@@ -159,9 +159,7 @@ impl Runtime {
             linker,
             http,
             cache,
-            background: Background::start(Duration::from_millis(
-                options.config.pool.prewarm_idle_ms,
-            )),
+            background: Background::start(&options.config.pool),
             config: options.config,
             _ticker: ticker,
         })
@@ -291,7 +289,6 @@ impl Runtime {
             config,
             http,
             shared: self.http.clone(),
-            pool: self.config.pool.clone(),
             spare: std::sync::Mutex::new(None),
             background: self.background.clone(),
         });
@@ -547,11 +544,11 @@ struct Spare {
 ///
 /// With `[pool] prewarm` (the default) each action that has been called keeps one spare
 /// instance (until it has gone unused for `[pool] prewarm_idle_ms`): a call takes it instead
-/// of instantiating, and once the call is over the background thread makes the next one. The spare has been instantiated and nothing more (no
-/// export called, not even `describe()`), so a call in it is exactly as isolated as one in an
-/// instance made on the spot; it only moves instantiation off the call's path. Spares are made
-/// only while the pool is less than half full, so they never take the slots that calls in
-/// flight need.
+/// of instantiating, and once the call is over the background thread makes the next one. The
+/// spare has been instantiated and nothing more (no export called, not even `describe()`), so
+/// a call in it is exactly as isolated as one in an instance made on the spot; it only moves
+/// instantiation off the call's path. Spares are made only while the pool is less than half
+/// full, so they never take the slots that calls in flight need.
 struct Maker {
     pre: ActionPluginPre<InstanceState>,
     name: Arc<str>,
@@ -559,7 +556,6 @@ struct Maker {
     config: Arc<toml::Table>,
     http: Arc<ActionHttp>,
     shared: Arc<OutboundHttp>,
-    pool: crate::config::PoolLimits,
     spare: std::sync::Mutex<Option<Spare>>,
     background: Background,
 }
@@ -587,21 +583,9 @@ impl Maker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the pool has room for a spare: under half of each of its limits in use.
-    fn pool_has_room(&self) -> bool {
-        let Some(m) = self.pre.engine().pooling_allocator_metrics() else {
-            return false;
-        };
-        let p = &self.pool;
-        m.component_instances() < u64::from(p.total_component_instances / 2)
-            && m.core_instances() < u64::from(p.total_core_instances / 2)
-            && m.memories() < (p.total_memories / 2) as usize
-            && m.tables() < (p.total_tables / 2) as usize
-    }
-
     /// Makes the spare if there is none and the pool has room (on the background thread).
     fn refill(&self) {
-        if self.spare().is_some() || !self.pool_has_room() {
+        if self.spare().is_some() || !self.background.pool_has_room(self.pre.engine()) {
             return;
         }
         let mut store = self.store(CallScope::default());
@@ -629,7 +613,7 @@ impl Maker {
     /// prewarming the caller drops it too: the slot being reset elsewhere would make the next
     /// call instantiate in a cold slot, which costs more than the reset.
     fn after_call(self: &Arc<Self>, store: Option<Store<InstanceState>>) {
-        if !self.pool.prewarm || !self.background.has_idle_core() {
+        if !self.background.shared.pool.prewarm || !self.background.has_idle_core() {
             drop(store);
             return;
         }
@@ -659,18 +643,26 @@ enum Chore {
 #[derive(Clone)]
 struct Background {
     queue: std::sync::mpsc::SyncSender<Chore>,
+    shared: Arc<BackgroundShared>,
+}
+
+/// What the runtime's actions and its background thread share.
+struct BackgroundShared {
+    /// The runtime's `[pool]`: `prewarm`, `prewarm_idle_ms`, and the limits of which a spare
+    /// may use half.
+    pool: crate::config::PoolLimits,
     /// Every action loaded in this runtime, for the sweep of idle spares.
-    makers: Arc<std::sync::Mutex<Vec<std::sync::Weak<Maker>>>>,
+    makers: std::sync::Mutex<Vec<std::sync::Weak<Maker>>>,
     /// Calls in flight in this runtime.
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    in_flight: std::sync::atomic::AtomicUsize,
     /// The CPUs this process may use.
     cores: usize,
 }
 
 /// Counts a call in flight while it lives.
-struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -681,24 +673,45 @@ impl Background {
     const QUEUE: usize = 256;
 
     /// Counts a call in flight until the guard drops.
-    fn enter(&self) -> InFlight {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(Arc::clone(&self.in_flight))
+    fn enter(&self) -> InFlight<'_> {
+        let in_flight = &self.shared.in_flight;
+        in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(in_flight)
     }
 
     /// Whether fewer calls are in flight than there are cores (the caller's own included).
     fn has_idle_core(&self) -> bool {
-        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) < self.cores
+        self.shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < self.shared.cores
     }
 
-    /// Starts the thread; spares unused for `idle` are dropped by a sweep every quarter of
-    /// that (between 10 ms and 10 s).
-    fn start(idle: Duration) -> Self {
+    /// Whether `engine`'s pool has room for a spare: under half of each of its limits in use.
+    fn pool_has_room(&self, engine: &wasmtime::Engine) -> bool {
+        let Some(m) = engine.pooling_allocator_metrics() else {
+            return false;
+        };
+        let p = &self.shared.pool;
+        m.component_instances() < u64::from(p.total_component_instances / 2)
+            && m.core_instances() < u64::from(p.total_core_instances / 2)
+            && m.memories() < (p.total_memories / 2) as usize
+            && m.tables() < (p.total_tables / 2) as usize
+    }
+
+    /// Starts the thread; spares unused for `pool.prewarm_idle_ms` are dropped by a sweep
+    /// every quarter of that (between 10 ms and 10 s).
+    fn start(pool: &crate::config::PoolLimits) -> Self {
         let (queue, chores) = std::sync::mpsc::sync_channel::<Chore>(Self::QUEUE);
-        let makers: Arc<std::sync::Mutex<Vec<std::sync::Weak<Maker>>>> = Arc::default();
+        let shared = Arc::new(BackgroundShared {
+            pool: pool.clone(),
+            makers: std::sync::Mutex::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+        });
+        let idle = Duration::from_millis(pool.prewarm_idle_ms);
         let sweep_every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
-        let swept = Arc::downgrade(&makers);
+        let swept = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("callout-background".into())
             .spawn(move || {
@@ -720,24 +733,20 @@ impl Background {
                     if last_sweep.elapsed() >= sweep_every {
                         last_sweep = Instant::now();
                         match swept.upgrade() {
-                            Some(makers) => sweep_idle_spares(&makers, idle),
+                            Some(shared) => sweep_idle_spares(&shared.makers, idle),
                             None => break,
                         }
                     }
                 }
             })
             .expect("spawn the background thread");
-        Self {
-            queue,
-            makers,
-            in_flight: Arc::default(),
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
-        }
+        Self { queue, shared }
     }
 
     /// Adds an action to the sweep of idle spares.
     fn register(&self, maker: &Arc<Maker>) {
         let mut makers = self
+            .shared
             .makers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1133,7 +1142,7 @@ impl Plugin {
             dry_run: call.dry_run,
         };
         // A reused instance of this conversation, if one is idle; else the spare, a fresh
-        // instance made ahead of this call (and the next spare starts being made).
+        // instance made ahead of this call (the next one is made after it, in `after_call`).
         let warm = reuse_key
             .as_deref()
             .and_then(|c| self.warm.as_ref().and_then(|w| w.take(c)))

@@ -123,13 +123,13 @@ pub fn cpu_time() -> std::time::Duration {
     std::time::Duration::from_nanos(ns)
 }
 
-/// Waits `d` without sleeping, so the CPU stays as warm as in back-to-back calls (a sleep lets
-/// it go idle, which slows whatever runs next, the native request and the action alike). The
-/// benches pause 1 ms after each call at concurrency 1, as between a conversation's calls
-/// (seconds, in fact), so the background thread's teardown and spare are done before the next.
-pub fn pause(d: std::time::Duration) {
+/// Waits 1 ms after a timed call, as between a conversation's calls (seconds, in fact), so the
+/// background thread's teardown and the next spare instance are done before the next call.
+/// Spins instead of sleeping, so the CPU stays as warm as in back-to-back calls (a sleep lets
+/// it go idle, which slows whatever runs next, the native request and the action alike).
+pub fn pause_between_calls() {
     let t = std::time::Instant::now();
-    while t.elapsed() < d {
+    while t.elapsed() < std::time::Duration::from_millis(1) {
         std::hint::spin_loop();
     }
 }
