@@ -212,6 +212,10 @@ pub struct PoolLimits {
     /// A spare unused for this long is dropped, so actions that are no longer called hold no
     /// memory for it. Default: 60 000 (one minute).
     pub prewarm_idle_ms: u64,
+    /// An instance kept for a conversation's next call (an action's `[limits] reuse =
+    /// "conversation"`) that has had no call for this long is dropped, and its memory slot
+    /// freed, whether or not the action is called again. Default: 60 000 (one minute).
+    pub reuse_idle_ms: u64,
 }
 
 impl Default for PoolLimits {
@@ -234,6 +238,7 @@ impl Default for PoolLimits {
             pagemap_scan: true,
             prewarm: true,
             prewarm_idle_ms: 60_000,
+            reuse_idle_ms: 60_000,
         }
     }
 }
@@ -312,6 +317,14 @@ impl HostConfig {
             return Err(
                 "pool.prewarm_idle_ms = 0 would drop every spare at once; use at least 1 \
                  (60000 is the default), or prewarm = false to make none"
+                    .into(),
+            );
+        }
+        if config.pool.reuse_idle_ms == 0 {
+            return Err(
+                "pool.reuse_idle_ms = 0 would drop every reused instance before its next call; \
+                 use at least 1 (60000 is the default), or reuse = \"none\" in the action's \
+                 [limits]"
                     .into(),
             );
         }
@@ -398,6 +411,8 @@ mod tests {
         assert!(err.contains("pool.decommit_batch_size = 0"), "{err}");
         let err = HostConfig::parse("[pool]\nprewarm_idle_ms = 0\n").unwrap_err();
         assert!(err.contains("pool.prewarm_idle_ms = 0"), "{err}");
+        let err = HostConfig::parse("[pool]\nreuse_idle_ms = 0\n").unwrap_err();
+        assert!(err.contains("pool.reuse_idle_ms = 0"), "{err}");
         let err = HostConfig::parse("[pool]\nmax_memory_mb = 1\nmemory_keep_resident_kb = 2048\n")
             .unwrap_err();
         assert!(err.contains("pool.memory_keep_resident_kb = 2048"), "{err}");

@@ -358,9 +358,10 @@ pub struct LimitsSpec {
 /// within that conversation: an instance is never used for another conversation, nor for a
 /// call without one. The trade-off: the plugin's globals persist across that conversation's
 /// calls (a plugin written for fresh instances may see state it did not expect), and an idle
-/// instance holds its memory slot until it is dropped: after [`REUSE_IDLE_MS`] without a call,
-/// after [`REUSE_MAX_CALLS`] calls, when the call traps or runs out of time or memory, or when
-/// more than [`REUSE_MAX_IDLE`] instances of the action are idle.
+/// instance holds its memory slot until it is dropped: after `[pool] reuse_idle_ms` in
+/// callout.toml (default one minute) without a call, after [`REUSE_MAX_CALLS`] calls, when the
+/// call traps or runs out of time or memory, or when more than [`REUSE_MAX_IDLE`] instances of
+/// the action are idle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reuse {
@@ -371,8 +372,6 @@ pub enum Reuse {
     Conversation,
 }
 
-/// How long an idle reused instance is kept: 60 s.
-pub const REUSE_IDLE_MS: u64 = 60_000;
 /// Calls one reused instance serves before it is replaced: 1 000.
 pub const REUSE_MAX_CALLS: u32 = 1_000;
 /// Idle reused instances kept per action: 64 (the oldest goes first).

@@ -290,6 +290,11 @@ impl Runtime {
             http,
             shared: self.http.clone(),
             spare: std::sync::Mutex::new(None),
+            warm: (manifest.limits.reuse == crate::manifest::Reuse::Conversation).then(|| {
+                WarmPool::new(Duration::from_millis(
+                    self.background.shared.pool.reuse_idle_ms,
+                ))
+            }),
             background: self.background.clone(),
         });
         self.background.register(&maker);
@@ -301,8 +306,6 @@ impl Runtime {
             extractor,
             cache_status,
             component_digest,
-            warm: (manifest.limits.reuse == crate::manifest::Reuse::Conversation)
-                .then(WarmPool::default),
             manifest,
         };
         let t_built = t0.elapsed();
@@ -464,8 +467,6 @@ pub struct Plugin {
     /// The loaded component's [`CompileCache::digest`].
     component_digest: [u8; 32],
     manifest: Manifest,
-    /// Idle instances by conversation, when the manifest asks for reuse.
-    warm: Option<WarmPool>,
 }
 
 /// An instance kept for the next call of its conversation.
@@ -478,10 +479,12 @@ struct Warm {
 
 /// The idle instances of one action, by conversation id. A call takes its conversation's
 /// instance out (so two calls of one conversation never share it at once) and puts it back
-/// when it ended cleanly.
-#[derive(Default)]
+/// when it ended cleanly. An instance idle for `[pool] reuse_idle_ms` is dropped by the
+/// background thread's sweep (or by the next `put`, whichever comes first).
 struct WarmPool {
     idle: std::sync::Mutex<std::collections::HashMap<String, Warm>>,
+    /// `[pool] reuse_idle_ms`.
+    idle_for: Duration,
 }
 
 impl WarmPool {
@@ -491,30 +494,42 @@ impl WarmPool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn new(idle_for: Duration) -> Self {
+        Self {
+            idle: std::sync::Mutex::default(),
+            idle_for,
+        }
+    }
+
     fn take(&self, conversation: &str) -> Option<Warm> {
-        let idle_for = Duration::from_millis(crate::manifest::REUSE_IDLE_MS);
         let mut idle = self.lock();
         let w = idle.remove(conversation)?;
-        (w.idle_since.elapsed() < idle_for).then_some(w)
+        (w.idle_since.elapsed() < self.idle_for).then_some(w)
+    }
+
+    /// Takes out the instances idle for `idle_for` or longer, for the caller to drop outside
+    /// the lock (a store's drop returns its slot to the pool).
+    fn take_expired(&self, idle: &mut std::collections::HashMap<String, Warm>) -> Vec<Warm> {
+        idle.extract_if(|_, w| w.idle_since.elapsed() >= self.idle_for)
+            .map(|(_, w)| w)
+            .collect()
+    }
+
+    /// Drops the instances idle for `idle_for` or longer (the background thread's sweep).
+    fn sweep(&self) {
+        let expired = self.take_expired(&mut self.lock());
+        drop(expired);
     }
 
     fn put(&self, conversation: String, w: Warm) {
         if w.calls >= crate::manifest::REUSE_MAX_CALLS {
             return;
         }
-        let idle_for = Duration::from_millis(crate::manifest::REUSE_IDLE_MS);
         // Dropped outside the lock: a store's drop returns its slot to the pool.
-        let mut dropped = Vec::new();
+        let mut dropped;
         {
             let mut idle = self.lock();
-            let expired: Vec<String> = idle
-                .iter()
-                .filter(|(_, w)| w.idle_since.elapsed() >= idle_for)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in expired {
-                dropped.extend(idle.remove(&k));
-            }
+            dropped = self.take_expired(&mut idle);
             if idle.len() >= crate::manifest::REUSE_MAX_IDLE
                 && let Some(oldest) = idle
                     .iter()
@@ -557,6 +572,8 @@ struct Maker {
     http: Arc<ActionHttp>,
     shared: Arc<OutboundHttp>,
     spare: std::sync::Mutex<Option<Spare>>,
+    /// Idle instances by conversation, when the manifest asks for reuse.
+    warm: Option<WarmPool>,
     background: Background,
 }
 
@@ -637,7 +654,8 @@ enum Chore {
 
 /// A thread that tears finished calls down and makes spare instances, so neither is on a call's
 /// path: a caller has its report before its instance's slot is reset. It also drops spares left
-/// unused for `[pool] prewarm_idle_ms`. One per [`Runtime`]; it ends when the runtime and its
+/// unused for `[pool] prewarm_idle_ms`, and instances kept for a conversation that have had no
+/// call for `[pool] reuse_idle_ms`. One per [`Runtime`]; it ends when the runtime and its
 /// plugins are gone. Its queue holds 256 chores; when it is full (the thread cannot keep up),
 /// the caller does the work itself, as it would without it.
 #[derive(Clone)]
@@ -648,10 +666,10 @@ struct Background {
 
 /// What the runtime's actions and its background thread share.
 struct BackgroundShared {
-    /// The runtime's `[pool]`: `prewarm`, `prewarm_idle_ms`, and the limits of which a spare
-    /// may use half.
+    /// The runtime's `[pool]`: `prewarm`, `prewarm_idle_ms`, `reuse_idle_ms`, and the limits
+    /// of which a spare may use half.
     pool: crate::config::PoolLimits,
-    /// Every action loaded in this runtime, for the sweep of idle spares.
+    /// Every action loaded in this runtime, for the sweep of idle instances.
     makers: std::sync::Mutex<Vec<std::sync::Weak<Maker>>>,
     /// Calls in flight in this runtime.
     in_flight: std::sync::atomic::AtomicUsize,
@@ -699,8 +717,9 @@ impl Background {
             && m.tables() < (p.total_tables / 2) as usize
     }
 
-    /// Starts the thread; spares unused for `pool.prewarm_idle_ms` are dropped by a sweep
-    /// every quarter of that (between 10 ms and 10 s).
+    /// Starts the thread; spares unused for `pool.prewarm_idle_ms` and reused instances idle
+    /// for `pool.reuse_idle_ms` are dropped by a sweep every quarter of the shorter of the two
+    /// (between 10 ms and 10 s).
     fn start(pool: &crate::config::PoolLimits) -> Self {
         let (queue, chores) = std::sync::mpsc::sync_channel::<Chore>(Self::QUEUE);
         let shared = Arc::new(BackgroundShared {
@@ -710,7 +729,8 @@ impl Background {
             cores: std::thread::available_parallelism().map_or(1, usize::from),
         });
         let idle = Duration::from_millis(pool.prewarm_idle_ms);
-        let sweep_every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
+        let shortest = idle.min(Duration::from_millis(pool.reuse_idle_ms));
+        let sweep_every = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
         let swept = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("callout-background".into())
@@ -733,7 +753,7 @@ impl Background {
                     if last_sweep.elapsed() >= sweep_every {
                         last_sweep = Instant::now();
                         match swept.upgrade() {
-                            Some(shared) => sweep_idle_spares(&shared.makers, idle),
+                            Some(shared) => sweep_idle(&shared.makers, idle),
                             None => break,
                         }
                     }
@@ -777,8 +797,9 @@ impl Background {
     }
 }
 
-/// Drops the spares made more than `idle` ago (outside the list's lock).
-fn sweep_idle_spares(makers: &std::sync::Mutex<Vec<std::sync::Weak<Maker>>>, idle: Duration) {
+/// Drops the spares made more than `spare_idle` ago and the reused instances idle for their
+/// pool's `idle_for` (outside the list's lock).
+fn sweep_idle(makers: &std::sync::Mutex<Vec<std::sync::Weak<Maker>>>, spare_idle: Duration) {
     let live: Vec<Arc<Maker>> = makers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -787,10 +808,15 @@ fn sweep_idle_spares(makers: &std::sync::Mutex<Vec<std::sync::Weak<Maker>>>, idl
         .collect();
     for maker in live {
         let mut spare = maker.spare();
-        let expired = spare.as_ref().is_some_and(|s| s.made.elapsed() >= idle);
+        let expired = spare
+            .as_ref()
+            .is_some_and(|s| s.made.elapsed() >= spare_idle);
         let dropped = if expired { spare.take() } else { None };
         drop(spare);
         drop(dropped);
+        if let Some(warm) = &maker.warm {
+            warm.sweep();
+        }
     }
 }
 
@@ -878,6 +904,12 @@ impl Plugin {
     /// checks.
     pub fn spare_ready(&self) -> bool {
         self.maker.spare().is_some()
+    }
+
+    /// How many instances are kept for conversations' next calls (`[limits] reuse =
+    /// "conversation"`); 0 without reuse. For tests and health checks.
+    pub fn reused_idle(&self) -> usize {
+        self.maker.warm.as_ref().map_or(0, |w| w.lock().len())
     }
 
     /// Whether the component came from the compile cache.
@@ -1109,6 +1141,7 @@ impl Plugin {
         };
         // The conversation whose instance this call may reuse, when the action asks for reuse.
         let reuse_key = self
+            .maker
             .warm
             .as_ref()
             .and_then(|_| call.conversation_id.clone())
@@ -1145,7 +1178,7 @@ impl Plugin {
         // instance made ahead of this call (the next one is made after it, in `after_call`).
         let warm = reuse_key
             .as_deref()
-            .and_then(|c| self.warm.as_ref().and_then(|w| w.take(c)))
+            .and_then(|c| self.maker.warm.as_ref().and_then(|w| w.take(c)))
             .map(|w| (w.store, w.instance, w.calls))
             .or_else(|| {
                 let spare = self.maker.spare().take();
@@ -1204,7 +1237,8 @@ impl Plugin {
         };
         // Only an instance that ended its call cleanly (an outcome or an error it returned)
         // serves the conversation's next call; a trap, a deadline or a memory limit drops it.
-        if let (Some(pool), Some(conversation), Some(instance)) = (&self.warm, reuse_key, keep)
+        if let (Some(pool), Some(conversation), Some(instance)) =
+            (&self.maker.warm, reuse_key, keep)
             && !store.data().limits.memory_exceeded
         {
             pool.put(

@@ -1,6 +1,7 @@
 //! Spare instances (`[pool] prewarm`): made in the background after a call, as fresh as an
 //! instance made on the spot, dropped when left unused, never made when the pool is half full
-//! or prewarming is off.
+//! or prewarming is off; and the same sweep drops instances kept for a conversation once they
+//! have been idle for `[pool] reuse_idle_ms`.
 
 use std::time::Duration;
 
@@ -132,4 +133,46 @@ async fn an_unused_spare_is_dropped_after_prewarm_idle_ms() {
     let r = call(&echo, json!({"message": "b"})).await;
     assert_eq!(r.result.unwrap().data["calls_in_this_instance"], 1);
     assert!(spare_made(&echo).await);
+}
+
+#[tokio::test]
+async fn an_idle_reused_instance_is_dropped_after_reuse_idle_ms_without_another_call() {
+    let actions = Actions::new();
+    actions.add(
+        "echo",
+        "name = \"echo\"\ncomponent = \"{echo}\"\n[limits]\nreuse = \"conversation\"\n",
+    );
+    let (rt, _data) = runtime_with_pool(&format!("{SMALL}reuse_idle_ms = 300\n"));
+    let reg = load_all(&rt, &actions).await;
+    let echo = reg.get("echo").unwrap();
+    let mut c = callout::Call::tool(obj(json!({"message": "a"})));
+    c.conversation_id = Some("conv-a".into());
+    for want in 1..=2 {
+        let r = echo.invoke(c.clone()).await;
+        assert_eq!(r.result.unwrap().data["calls_in_this_instance"], want);
+    }
+    assert_eq!(
+        echo.reused_idle(),
+        1,
+        "conv-a's instance waits for its next call"
+    );
+    // The action is not called again: only the background sweep can drop the instance.
+    let mut dropped = false;
+    for _ in 0..500 {
+        if echo.reused_idle() == 0 {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        dropped,
+        "the idle instance is dropped after 300 ms without a call"
+    );
+    let r = echo.invoke(c).await;
+    assert_eq!(
+        r.result.unwrap().data["calls_in_this_instance"],
+        1,
+        "conv-a's next call runs in a fresh instance"
+    );
 }
