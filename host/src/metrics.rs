@@ -1,5 +1,6 @@
-//! The host's Prometheus metrics: action calls, their latency and outcome class, outbound
-//! requests by policy decision, and the server's HTTP requests.
+//! The host's Prometheus metrics: action calls, their latency and outcome class, where each
+//! call's instance came from, outbound requests by policy decision, and the server's HTTP
+//! requests.
 //!
 //! One [`Metrics`] lives in each [`crate::Runtime`]; every call and every outbound attempt
 //! updates it (a few atomic operations, no allocation once a label set has been seen), and
@@ -27,6 +28,12 @@ struct ActionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    action: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutboundLabels {
     action: String,
     decision: String,
@@ -51,6 +58,7 @@ pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     latency: LatencyFamily,
+    instances: Family<InstanceLabels, Counter>,
     outbound: Family<OutboundLabels, Counter>,
     api: Family<ApiLabels, Counter>,
 }
@@ -76,6 +84,13 @@ impl Default for Metrics {
             "Wall time of action calls, retries included",
             latency.clone(),
         );
+        let instances = Family::<InstanceLabels, Counter>::default();
+        registry.register(
+            "action_instances",
+            "Where each call's instance came from: spare (made in the background before the call), \
+             reused (its conversation's, [limits] reuse), fresh (instantiated on the call's path)",
+            instances.clone(),
+        );
         let outbound = Family::<OutboundLabels, Counter>::default();
         registry.register(
             "outbound_requests",
@@ -92,6 +107,7 @@ impl Default for Metrics {
             registry,
             calls,
             latency,
+            instances,
             outbound,
             api,
         }
@@ -113,6 +129,18 @@ impl Metrics {
                 action: action.to_string(),
             })
             .observe(elapsed_us as f64 / 1e6);
+    }
+
+    /// Counts where one call's instance came from: `spare`, `reused` or `fresh`. Many `fresh`
+    /// beside `spare` means the spares stand aside (every core busy, the pool half full, or
+    /// `[pool] prewarm = false`), so calls wait for their instantiation.
+    pub fn record_instance(&self, action: &str, source: &str) {
+        self.instances
+            .get_or_create(&InstanceLabels {
+                action: action.to_string(),
+                source: source.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one outbound attempt by its policy decision.
@@ -155,6 +183,9 @@ mod tests {
         m.record_call("order-status", "tool-call", "ok", 2500);
         m.record_call("order-status", "on-prompt", "not-found", 900);
         m.record_outbound("order-status", "denied");
+        m.record_instance("order-status", "spare");
+        m.record_instance("order-status", "spare");
+        m.record_instance("order-status", "fresh");
         m.record_api("/v1/actions", 200);
         let text = m.render();
         assert!(
@@ -171,6 +202,18 @@ mod tests {
         assert!(
             text.contains(
                 r#"callout_outbound_requests_total{action="order-status",decision="denied"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"callout_action_instances_total{action="order-status",source="spare"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"callout_action_instances_total{action="order-status",source="fresh"} 1"#
             ),
             "{text}"
         );

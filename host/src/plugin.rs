@@ -1179,19 +1179,23 @@ impl Plugin {
         let warm = reuse_key
             .as_deref()
             .and_then(|c| self.maker.warm.as_ref().and_then(|w| w.take(c)))
-            .map(|w| (w.store, w.instance, w.calls))
+            .map(|w| (w.store, w.instance, w.calls, "reused"))
             .or_else(|| {
                 let spare = self.maker.spare().take();
-                spare.map(|s| (s.store, s.instance, 0))
+                spare.map(|s| (s.store, s.instance, 0, "spare"))
             });
-        let (mut store, mut instance, calls) = match warm {
-            Some((mut store, instance, calls)) => {
+        let (mut store, mut instance, calls, source) = match warm {
+            Some((mut store, instance, calls, source)) => {
                 store.data_mut().begin_call(scope);
                 arm_deadline(&mut store, self.manifest.limits.deadline_ms);
-                (store, Some(instance), calls)
+                (store, Some(instance), calls, source)
             }
-            None => (self.maker.store(scope), None, 0),
+            None => (self.maker.store(scope), None, 0, "fresh"),
         };
+        self.maker
+            .shared
+            .metrics()
+            .record_instance(&self.maker.name, source);
         let run = async {
             let timer = Timer::start();
             let inst = match instance.take() {
