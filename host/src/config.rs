@@ -200,7 +200,9 @@ pub struct PoolLimits {
     /// The same for each table, in KiB. Default: 16.
     pub table_keep_resident_kb: usize,
     /// Find the pages a call wrote with Linux's `PAGEMAP_SCAN` (6.7+; ignored where the kernel
-    /// lacks it), so a freed slot's reset touches only those. Default: true.
+    /// lacks it), so a freed slot's reset touches only those. Ignored, with a warning, while swap
+    /// is active: wasmtime's scan does not reset a written page that is swapped out
+    /// ([`crate::engine::pagemap_scan_is_safe`]). Default: true.
     pub pagemap_scan: bool,
     /// Keep one spare instance per action that has been called, made in the background after
     /// each call, so calls do not wait for instantiation (a Rust action's 5–15 µs, a Python

@@ -9,7 +9,8 @@
 //!   the pages a call wrote (found with `PAGEMAP_SCAN`) are reset in place, up to 1 MiB per
 //!   memory, so the next call in that slot takes no page faults and causes no TLB shootdown for
 //!   them, and what remains is returned to the kernel 16 slots at a time (one shootdown per
-//!   batch instead of per call);
+//!   batch instead of per call); the scan is used only where no swap is active (see
+//!   [`pagemap_scan_is_safe`]);
 //! - memory growth failures trap (instead of returning -1, which Rust guests turn into an
 //!   `unreachable` abort with no explanation).
 
@@ -32,6 +33,14 @@ pub const MAX_WASM_STACK: usize = 1 << 20;
 /// # Errors
 /// An invalid pool configuration (e.g. limits the platform cannot reserve).
 pub fn build_engine(pool: &PoolLimits) -> anyhow::Result<Engine> {
+    let scan = pool.pagemap_scan && pagemap_scan_is_safe(&read_proc_swaps());
+    if pool.pagemap_scan && !scan {
+        tracing::warn!(
+            "[pool] pagemap_scan is off: swap is active (/proc/swaps), and wasmtime's scan \
+             would not reset a written page that is swapped out; slots are reset without it \
+             (slower fresh calls, same isolation). Turn swap off on this host to get it back."
+        );
+    }
     let mut p = PoolingAllocationConfig::new();
     p.total_component_instances(pool.total_component_instances)
         .total_core_instances(pool.total_core_instances)
@@ -50,11 +59,7 @@ pub fn build_engine(pool: &PoolLimits) -> anyhow::Result<Engine> {
         .decommit_batch_size(pool.decommit_batch_size)
         .linear_memory_keep_resident(pool.memory_keep_resident_kb << 10)
         .table_keep_resident(pool.table_keep_resident_kb << 10)
-        .pagemap_scan(if pool.pagemap_scan {
-            Enabled::Auto
-        } else {
-            Enabled::No
-        });
+        .pagemap_scan(if scan { Enabled::Auto } else { Enabled::No });
 
     let mut config = Config::new();
     config
@@ -65,6 +70,26 @@ pub fn build_engine(pool: &PoolLimits) -> anyhow::Result<Engine> {
         .memory_init_cow(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     Engine::new(&config).map_err(anyhow::Error::from)
+}
+
+/// `/proc/swaps`, or empty where it cannot be read (not Linux: there is no `PAGEMAP_SCAN`).
+fn read_proc_swaps() -> String {
+    std::fs::read_to_string("/proc/swaps").unwrap_or_default()
+}
+
+/// Whether the pool may reset slots with `PAGEMAP_SCAN`, given the text of `/proc/swaps`: only
+/// when no swap area is active.
+///
+/// Why: wasmtime 48 resets in place the pages the scan reports as written *and present*, and
+/// decommits only what lies past the point where its scan stopped. A page a call wrote that the
+/// kernel has swapped out is written but not present: it is neither reset nor decommitted, and
+/// the next instance in that slot would read the previous call's data when it touches it
+/// (reported upstream, wasmtime pull request 14357, open). Without the scan the reset copies
+/// back the lowest `memory_keep_resident_kb` and decommits all the rest, which is correct
+/// whatever is swapped. Swap turned on after the engine is built is not seen: restart the host.
+pub fn pagemap_scan_is_safe(proc_swaps: &str) -> bool {
+    // The first line is the header; each further line is an active swap area.
+    !proc_swaps.lines().skip(1).any(|l| !l.trim().is_empty())
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread until dropped.
@@ -126,5 +151,20 @@ mod tests {
         assert_eq!(deadline_ticks(10), 2);
         assert_eq!(deadline_ticks(11), 3);
         assert_eq!(deadline_ticks(10_000), 1_001);
+    }
+
+    #[test]
+    fn pagemap_scan_is_used_only_without_active_swap() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(pagemap_scan_is_safe(header));
+        assert!(
+            pagemap_scan_is_safe(""),
+            "no /proc/swaps: no swap to worry about"
+        );
+        let with_file =
+            format!("{header}/swapfile                               file\t\t2097148\t\t0\t\t-2\n");
+        assert!(!pagemap_scan_is_safe(&with_file));
+        let with_partition = format!("{header}/dev/vda3 partition 8388604 1024 -2\n");
+        assert!(!pagemap_scan_is_safe(&with_partition));
     }
 }
