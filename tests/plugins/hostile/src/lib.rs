@@ -9,7 +9,7 @@ use callout_guest::bindings::exports::callout::plugin::action::{
 };
 use serde_json::{Map, Value, json};
 
-const INPUT_SCHEMA: &str = r#"{"type":"object","properties":{"mode":{"type":"string","enum":["ok","loop","alloc","trap","panic","flood","stderr-flood","log-flood"]},"mb":{"type":"integer","minimum":0}},"required":["mode"]}"#;
+const INPUT_SCHEMA: &str = r#"{"type":"object","properties":{"mode":{"type":"string","enum":["ok","loop","alloc","trap","panic","flood","stderr-flood","log-flood","scatter"]},"mb":{"type":"integer","minimum":0}},"required":["mode"]}"#;
 const OUTPUT_SCHEMA: &str = r#"{"type":"object"}"#;
 
 const MIB: usize = 1024 * 1024;
@@ -41,6 +41,7 @@ impl Guest for Hostile {
                 alloc(mb)
             }
             "trap" => trap(),
+            "scatter" => scatter(),
             "panic" => panic!("hostile plugin panicked on purpose"),
             "flood" => {
                 flood(&mut std::io::stdout());
@@ -90,6 +91,32 @@ fn alloc(mb: u64) -> Value {
     }
     black_box(&blocks);
     json!({ "allocated_mb": mb })
+}
+
+/// `scatter`'s zero-initialised buffer: 4 MiB of the component's memory image (`.bss`).
+const SCATTER_BYTES: usize = 4 * MIB;
+static mut SCATTER: [u8; SCATTER_BYTES] = [0; SCATTER_BYTES];
+
+/// Counts the non-zero bytes of `SCATTER` (a fresh instance has none), then writes one byte in
+/// every other 4 KiB page of it: 512 written pages with a clean page between each two, so the
+/// host's reset of this memory sees 512 separate regions. A reset that missed any of them would
+/// show up as `stale_bytes` in the next fresh instance.
+fn scatter() -> Value {
+    let buf = std::ptr::addr_of_mut!(SCATTER).cast::<u8>();
+    let mut stale = 0usize;
+    for i in 0..SCATTER_BYTES {
+        // SAFETY: in bounds of the static; one call at a time per instance.
+        if unsafe { std::ptr::read_volatile(buf.add(i)) } != 0 {
+            stale += 1;
+        }
+    }
+    let mut written = 0usize;
+    for page in (0..SCATTER_BYTES / 4096).step_by(2) {
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(buf.add(page * 4096 + 7), 0xA5) };
+        written += 1;
+    }
+    json!({ "stale_bytes": stale, "pages_written": written })
 }
 
 fn trap() -> ! {
