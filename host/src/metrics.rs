@@ -53,6 +53,19 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
 }
 
+/// Where one action's calls got their instances: `callout_action_instances_total{action,
+/// source}`. Many `fresh` beside `spare` means the spares stand aside (every core busy, the
+/// pool half full, or `[pool] prewarm = false`), so calls wait for their instantiation.
+#[derive(Debug, Clone)]
+pub struct InstanceCounters {
+    /// A spare instance, made in the background before the call.
+    pub spare: Counter,
+    /// The conversation's instance, kept from its previous call (`[limits] reuse`).
+    pub reused: Counter,
+    /// Instantiated on the call's path.
+    pub fresh: Counter,
+}
+
 /// The counters and histograms of one host process.
 pub struct Metrics {
     registry: Registry,
@@ -131,16 +144,23 @@ impl Metrics {
             .observe(elapsed_us as f64 / 1e6);
     }
 
-    /// Counts where one call's instance came from: `spare`, `reused` or `fresh`. Many `fresh`
-    /// beside `spare` means the spares stand aside (every core busy, the pool half full, or
-    /// `[pool] prewarm = false`), so calls wait for their instantiation.
-    pub fn record_instance(&self, action: &str, source: &str) {
-        self.instances
-            .get_or_create(&InstanceLabels {
-                action: action.to_string(),
-                source: source.to_string(),
-            })
-            .inc();
+    /// The counters of where `action`'s calls got their instances, made once at load so that
+    /// counting a call is one atomic increment (no label lookup on the call's path). All three
+    /// series exist from the load on, at 0.
+    pub fn instance_counters(&self, action: &str) -> InstanceCounters {
+        let counter = |source: &str| {
+            self.instances
+                .get_or_create(&InstanceLabels {
+                    action: action.to_string(),
+                    source: source.to_string(),
+                })
+                .clone()
+        };
+        InstanceCounters {
+            spare: counter("spare"),
+            reused: counter("reused"),
+            fresh: counter("fresh"),
+        }
     }
 
     /// Counts one outbound attempt by its policy decision.
@@ -183,9 +203,10 @@ mod tests {
         m.record_call("order-status", "tool-call", "ok", 2500);
         m.record_call("order-status", "on-prompt", "not-found", 900);
         m.record_outbound("order-status", "denied");
-        m.record_instance("order-status", "spare");
-        m.record_instance("order-status", "spare");
-        m.record_instance("order-status", "fresh");
+        let instances = m.instance_counters("order-status");
+        instances.spare.inc();
+        instances.spare.inc();
+        instances.fresh.inc();
         m.record_api("/v1/actions", 200);
         let text = m.render();
         assert!(
@@ -216,6 +237,12 @@ mod tests {
                 r#"callout_action_instances_total{action="order-status",source="fresh"} 1"#
             ),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"callout_action_instances_total{action="order-status",source="reused"} 0"#
+            ),
+            "every series exists from the load on: {text}"
         );
         assert!(
             text.contains(r#"callout_api_requests_total{route="/v1/actions",status="200"} 1"#),

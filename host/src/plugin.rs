@@ -295,6 +295,7 @@ impl Runtime {
                     self.background.shared.pool.reuse_idle_ms,
                 ))
             }),
+            instances: self.http.metrics().instance_counters(manifest.name()),
             background: self.background.clone(),
         });
         self.background.register(&maker);
@@ -574,6 +575,8 @@ struct Maker {
     spare: std::sync::Mutex<Option<Spare>>,
     /// Idle instances by conversation, when the manifest asks for reuse.
     warm: Option<WarmPool>,
+    /// Where this action's calls got their instances (the runtime's metrics).
+    instances: crate::metrics::InstanceCounters,
     background: Background,
 }
 
@@ -1179,10 +1182,10 @@ impl Plugin {
         let warm = reuse_key
             .as_deref()
             .and_then(|c| self.maker.warm.as_ref().and_then(|w| w.take(c)))
-            .map(|w| (w.store, w.instance, w.calls, "reused"))
+            .map(|w| (w.store, w.instance, w.calls, &self.maker.instances.reused))
             .or_else(|| {
                 let spare = self.maker.spare().take();
-                spare.map(|s| (s.store, s.instance, 0, "spare"))
+                spare.map(|s| (s.store, s.instance, 0, &self.maker.instances.spare))
             });
         let (mut store, mut instance, calls, source) = match warm {
             Some((mut store, instance, calls, source)) => {
@@ -1190,12 +1193,14 @@ impl Plugin {
                 arm_deadline(&mut store, self.manifest.limits.deadline_ms);
                 (store, Some(instance), calls, source)
             }
-            None => (self.maker.store(scope), None, 0, "fresh"),
+            None => (
+                self.maker.store(scope),
+                None,
+                0,
+                &self.maker.instances.fresh,
+            ),
         };
-        self.maker
-            .shared
-            .metrics()
-            .record_instance(&self.maker.name, source);
+        source.inc();
         let run = async {
             let timer = Timer::start();
             let inst = match instance.take() {
