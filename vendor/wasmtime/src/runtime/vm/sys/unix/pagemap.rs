@@ -291,27 +291,28 @@ pub unsafe fn reset_with_pagemap(
     let mut bytes_resident = 0;
 
     loop {
-        let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(
-            start,
-            end - start.addr(),
-        ))
-        .max_pages(pages_left)
-        // We specifically want pages that are NOT backed by the zero page or
-        // backed by files. Such pages mean that they haven't changed from their
-        // original contents, so they're inverted.
-        .category_inverted(Categories::PFNZERO | Categories::FILE)
-        // Search for pages that are written and present as those are the dirty
-        // pages. Additionally search for the zero page/file page as those are
-        // inverted above meaning we're searching for pages that specifically
-        // don't have those flags.
-        .category_mask(
-            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
-        )
-        // Don't return any categories back. This helps group regions together
-        // since the reported set of categories is always empty and we otherwise
-        // aren't looking for anything in particular.
-        .return_mask(Categories::empty())
-        .build(&mut storage);
+        let scan_arg =
+            PageMapScanBuilder::new(ptr::slice_from_raw_parts(start, end - start.addr()))
+                .max_pages(pages_left)
+                // We specifically want pages that are NOT backed by the zero page or
+                // backed by files. Such pages mean that they haven't changed from their
+                // original contents, so they're inverted.
+                .category_inverted(Categories::PFNZERO | Categories::FILE)
+                // Search for pages that are written and present as those are the dirty
+                // pages. Additionally search for the zero page/file page as those are
+                // inverted above meaning we're searching for pages that specifically
+                // don't have those flags.
+                .category_mask(
+                    Categories::WRITTEN
+                        | Categories::PRESENT
+                        | Categories::PFNZERO
+                        | Categories::FILE,
+                )
+                // Don't return any categories back. This helps group regions together
+                // since the reported set of categories is always empty and we otherwise
+                // aren't looking for anything in particular.
+                .return_mask(Categories::empty())
+                .build(&mut storage);
 
         // SAFETY: this should be a safe ioctl as we control the fd we're operating
         // on plus all of `scan_arg`, but this relies on `Ioctl` below being the
