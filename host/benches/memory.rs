@@ -13,7 +13,10 @@
 //! - **Loading the N**: the wall time of loading those `N` copies from the warm cache, the
 //!   start-up cost of `N` actions.
 //!
-//! RSS is read from `/proc/self/statm` (Linux). Build the example actions first
+//! RSS is read from `/proc/self/statm` (Linux), and split into its private part (anonymous
+//! pages: what the process alone costs) and its file-backed part (pages of mapped files, such
+//! as a component's compiled code and memory image: page cache, shared with every other mapping
+//! of the same file). Build the example actions first
 //! (`./dev plugins`). `cargo bench -p callout --bench memory -- [N] [K]`.
 
 #[path = "support/mod.rs"]
@@ -23,14 +26,24 @@ use std::path::{Path, PathBuf};
 
 use callout::{Call, Registry, Runtime, RuntimeOptions};
 
-fn rss_bytes() -> u64 {
+/// Resident bytes, and of them the private (anonymous) ones: `/proc/self/statm`'s resident
+/// and shared (file-backed) page counts.
+fn rss_bytes() -> (i64, i64) {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
-    let resident: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    resident * 4096
+    let field = |i: usize| -> i64 { statm.split_whitespace().nth(i).unwrap().parse().unwrap() };
+    let (resident, shared) = (field(1), field(2));
+    (resident * 4096, (resident - shared) * 4096)
 }
 
-fn mib(b: i64) -> String {
-    format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
+/// The growth since `before`, divided by `n`: "RSS (private)".
+fn per(before: (i64, i64), n: usize) -> String {
+    let now = rss_bytes();
+    let mib = |b: i64| b as f64 / n as f64 / (1 << 20) as f64;
+    format!(
+        "{:.2} MiB ({:.2})",
+        mib(now.0 - before.0),
+        mib(now.1 - before.1)
+    )
 }
 
 /// `n` copies of the action in `folder` under `to`, named `<name>-copy-<i>`, with `reuse`
@@ -69,19 +82,19 @@ fn main() {
         let mut options = RuntimeOptions::new(&data);
         options.audit = false;
         let runtime = Runtime::new(options).unwrap();
-        println!("| action | RSS per loaded action (N = {n}) | RSS per live instance (K = {k}) | loading the {n} (warm cache) |");
+        println!("| action | RSS (private) per loaded action (N = {n}) | RSS (private) per live instance (K = {k}) | loading the {n} (warm cache) |");
         println!("|---|---|---|---|");
         for support::Example { folder, name, inputs, status, body } in support::examples() {
             let folder = repo.join(folder);
             // Warm the compile cache (and the code mapping) with one load first.
             runtime.load(&folder.join("action.toml")).await.unwrap();
             let dir = copies(&folder, work.path(), n, false);
-            let before = rss_bytes() as i64;
+            let before = rss_bytes();
             let started = std::time::Instant::now();
             let reg = Registry::load_dir(&runtime, &dir).await.unwrap();
             let load_all = started.elapsed();
             assert!(reg.failures().is_empty(), "{:#?}", reg.failures());
-            let per_action = (rss_bytes() as i64 - before) / n as i64;
+            let per_action = per(before, n);
             drop(reg);
 
             let dir = copies(&folder, work.path(), 1, true);
@@ -96,13 +109,13 @@ fn main() {
             };
             // One call first, so lazily built host state is not counted.
             assert!(plugin.invoke_once(call(usize::MAX)).await.result.is_ok());
-            let before = rss_bytes() as i64;
+            let before = rss_bytes();
             for i in 0..k {
                 let r = plugin.invoke_once(call(i)).await;
                 assert!(r.result.is_ok(), "{name}: {:?}", r.result);
             }
-            let per_instance = (rss_bytes() as i64 - before) / k as i64;
-            println!("| {name} | {} | {} | {load_all:.1?} |", mib(per_action), mib(per_instance));
+            let per_instance = per(before, k);
+            println!("| {name} | {per_action} | {per_instance} | {load_all:.1?} |");
             drop(plugin);
             drop(reg);
         }
