@@ -502,9 +502,10 @@ impl WarmPool {
         }
     }
 
+    /// The conversation's idle instance, unless it has expired (then it is dropped, outside
+    /// the lock).
     fn take(&self, conversation: &str) -> Option<Warm> {
-        let mut idle = self.lock();
-        let w = idle.remove(conversation)?;
+        let w = self.lock().remove(conversation)?;
         (w.idle_since.elapsed() < self.idle_for).then_some(w)
     }
 
