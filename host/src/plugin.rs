@@ -565,7 +565,8 @@ struct Spare {
 /// spare has been instantiated and nothing more (no export called, not even `describe()`), so
 /// a call in it is exactly as isolated as one in an instance made on the spot; it only moves
 /// instantiation off the call's path. Spares are made only while the pool is less than half
-/// full, so they never take the slots that calls in flight need.
+/// full, and a call that still finds the pool full drops them all and tries again
+/// (`Plugin::instantiate_fresh`), so they never take the slots that calls need.
 struct Maker {
     pre: ActionPluginPre<InstanceState>,
     name: Arc<str>,
@@ -788,6 +789,21 @@ impl Background {
             // Only the teardown: a spare made here would cost the caller what it saves.
             drop(store);
         }
+    }
+
+    /// Drops every spare instance of this runtime, outside the locks; returns how many there
+    /// were. For a call that found the pool full.
+    fn drop_spares(&self) -> usize {
+        let live: Vec<Arc<Maker>> = self
+            .shared
+            .makers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let spares: Vec<Spare> = live.iter().filter_map(|m| m.spare().take()).collect();
+        spares.len()
     }
 
     /// Waits until every chore queued so far is done. The chores hold stores and actions, and
@@ -1206,7 +1222,7 @@ impl Plugin {
             let timer = Timer::start();
             let inst = match instance.take() {
                 Some(i) => i,
-                None => self.maker.pre.instantiate_async(&mut store).await?,
+                None => self.instantiate_fresh(&mut store).await?,
             };
             timer.stop(Phase::Instantiate);
             let timer = Timer::start();
@@ -1266,6 +1282,32 @@ impl Plugin {
         }
         report_timer.stop(Phase::Report);
         report
+    }
+
+    /// Instantiates the action in `store`, for a call that has no spare or reused instance.
+    ///
+    /// When the pool is full, the runtime's spare instances are dropped and instantiation is
+    /// tried once more, in a new store holding the same call: spares are made only while the
+    /// pool is under half full, but calls that start after a spare was made may still need its
+    /// slot, and a spare must never cost a call its instance.
+    async fn instantiate_fresh(
+        &self,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<bindings::ActionPlugin> {
+        match self.maker.pre.instantiate_async(&mut *store).await {
+            Err(e)
+                if e.chain()
+                    .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+                    && self.maker.background.drop_spares() > 0 =>
+            {
+                tracing::debug!(action = %self.maker.name, "pool full: spares dropped, retrying: {e}");
+                // The failed store may hold part of the instance: replace it, which frees that.
+                let scope = store.data_mut().take_scope();
+                *store = self.maker.store(scope);
+                self.maker.pre.instantiate_async(&mut *store).await
+            }
+            result => result,
+        }
     }
 
     /// Turns a trap (or host error) into the failure the caller sees.

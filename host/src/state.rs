@@ -140,6 +140,19 @@ impl InstanceState {
         self.limits.memory_exceeded = false;
     }
 
+    /// Takes the call's scope back out, for a new store that will hold the same call (when the
+    /// first store could not be instantiated).
+    pub fn take_scope(&mut self) -> CallScope {
+        CallScope {
+            dry_run: self.dry_run,
+            conversation_id: self.conversation_id.take(),
+            secrets: std::mem::take(&mut self.call_secrets),
+            mock: self.mock.take(),
+            idempotency_key: std::mem::take(&mut self.idempotency_key),
+            capture: self.capture,
+        }
+    }
+
     /// Forwards what the plugin printed to tracing, escaped, says how much was cut, and
     /// returns the counts.
     pub fn flush_output(&self) -> OutputStats {

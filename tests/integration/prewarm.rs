@@ -206,3 +206,43 @@ async fn a_reset_slot_holds_nothing_of_a_call_that_wrote_hundreds_of_separate_pa
         }
     }
 }
+
+/// Spares are made only while the pool is under half full, but calls that come after them may
+/// need their slots. Here two spares and two conversations' kept instances fill a pool of four:
+/// a further call finds it full, the spares are dropped, and the call runs.
+#[tokio::test]
+async fn a_call_that_finds_the_pool_full_gets_the_slots_of_the_spares() {
+    let actions = Actions::new();
+    actions.add("echo-a", "name = \"echo-a\"\ncomponent = \"{echo}\"\n");
+    actions.add("echo-b", "name = \"echo-b\"\ncomponent = \"{echo}\"\n");
+    actions.add(
+        "echo-c",
+        "name = \"echo-c\"\ncomponent = \"{echo}\"\n[limits]\nreuse = \"conversation\"\n",
+    );
+    let (rt, _data) = runtime_with_pool(
+        "total_component_instances = 4\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
+    );
+    let reg = load_all(&rt, &actions).await;
+    let (a, b, c) = (
+        reg.get("echo-a").unwrap(),
+        reg.get("echo-b").unwrap(),
+        reg.get("echo-c").unwrap(),
+    );
+    for spared in [&a, &b] {
+        assert!(call(spared, json!({"message": "x"})).await.result.is_ok());
+        assert!(spare_made(spared).await);
+    }
+    let in_conversation = |id: &str| {
+        let mut call = callout::Call::tool(obj(json!({"message": "c"})));
+        call.conversation_id = Some(id.into());
+        call
+    };
+    for id in ["conv-1", "conv-2"] {
+        assert!(c.invoke(in_conversation(id)).await.result.is_ok());
+    }
+    assert_eq!(c.reused_idle(), 2);
+    assert!(a.spare_ready() && b.spare_ready(), "the pool of 4 is full");
+    let r = c.invoke(in_conversation("conv-3")).await;
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert!(!a.spare_ready() && !b.spare_ready(), "the spares made room");
+}
