@@ -209,44 +209,18 @@ mod tests {
         instances.fresh.inc();
         m.record_api("/v1/actions", 200);
         let text = m.render();
-        assert!(
-            text.contains(
-                r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="ok"} 2"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains(r#"outcome="not-found"} 1"#), "{text}");
-        assert!(
-            text.contains(r#"callout_action_call_duration_seconds_count{action="order-status"} 3"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"callout_outbound_requests_total{action="order-status",decision="denied"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"callout_action_instances_total{action="order-status",source="spare"} 2"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"callout_action_instances_total{action="order-status",source="fresh"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"callout_action_instances_total{action="order-status",source="reused"} 0"#
-            ),
-            "every series exists from the load on: {text}"
-        );
-        assert!(
-            text.contains(r#"callout_api_requests_total{route="/v1/actions",status="200"} 1"#),
-            "{text}"
-        );
+        for needle in [
+            r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="ok"} 2"#,
+            r#"outcome="not-found"} 1"#,
+            r#"callout_action_call_duration_seconds_count{action="order-status"} 3"#,
+            r#"callout_outbound_requests_total{action="order-status",decision="denied"} 1"#,
+            r#"callout_action_instances_total{action="order-status",source="spare"} 2"#,
+            r#"callout_action_instances_total{action="order-status",source="fresh"} 1"#,
+            // Every series exists from the load on.
+            r#"callout_action_instances_total{action="order-status",source="reused"} 0"#,
+            r#"callout_api_requests_total{route="/v1/actions",status="200"} 1"#,
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
     }
 }

@@ -682,6 +682,18 @@ struct BackgroundShared {
     cores: usize,
 }
 
+impl BackgroundShared {
+    /// The actions still loaded, taken from the list (its lock is released on return).
+    fn live_makers(&self) -> Vec<Arc<Maker>> {
+        self.makers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+}
+
 /// Counts a call in flight while it lives.
 struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -733,9 +745,9 @@ impl Background {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
         });
-        let idle = Duration::from_millis(pool.prewarm_idle_ms);
-        let shortest = idle.min(Duration::from_millis(pool.reuse_idle_ms));
-        let sweep_every = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
+        let shortest = pool.prewarm_idle_ms.min(pool.reuse_idle_ms);
+        let sweep_every = (Duration::from_millis(shortest) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(10));
         let swept = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("callout-background".into())
@@ -758,7 +770,7 @@ impl Background {
                     if last_sweep.elapsed() >= sweep_every {
                         last_sweep = Instant::now();
                         match swept.upgrade() {
-                            Some(shared) => sweep_idle(&shared.makers, idle),
+                            Some(shared) => sweep_idle(&shared),
                             None => break,
                         }
                     }
@@ -794,14 +806,7 @@ impl Background {
     /// Drops every spare instance of this runtime, outside the locks; returns how many there
     /// were. For a call that found the pool full.
     fn drop_spares(&self) -> usize {
-        let live: Vec<Arc<Maker>> = self
-            .shared
-            .makers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect();
+        let live = self.shared.live_makers();
         let spares: Vec<Spare> = live.iter().filter_map(|m| m.spare().take()).collect();
         spares.len()
     }
@@ -817,16 +822,11 @@ impl Background {
     }
 }
 
-/// Drops the spares made more than `spare_idle` ago and the reused instances idle for their
-/// pool's `idle_for` (outside the list's lock).
-fn sweep_idle(makers: &std::sync::Mutex<Vec<std::sync::Weak<Maker>>>, spare_idle: Duration) {
-    let live: Vec<Arc<Maker>> = makers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .filter_map(std::sync::Weak::upgrade)
-        .collect();
-    for maker in live {
+/// Drops the spares made more than `[pool] prewarm_idle_ms` ago and the reused instances idle
+/// for `[pool] reuse_idle_ms` (outside the list's lock).
+fn sweep_idle(shared: &BackgroundShared) {
+    let spare_idle = Duration::from_millis(shared.pool.prewarm_idle_ms);
+    for maker in shared.live_makers() {
         let mut spare = maker.spare();
         let expired = spare
             .as_ref()

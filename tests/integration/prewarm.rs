@@ -21,15 +21,9 @@ fn runtime_with_pool(pool: &str) -> (Runtime, tempfile::TempDir) {
     (Runtime::new(options).unwrap(), data)
 }
 
-/// Waits up to 10 s for `plugin`'s spare, which the runtime's background thread makes.
-async fn spare_made(plugin: &Plugin) -> bool {
-    for _ in 0..1000 {
-        if plugin.spare_ready() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+/// Waits for `plugin`'s spare, which the runtime's background thread makes.
+async fn spare_made(plugin: &Plugin) {
+    wait_until("the spare is made", || async { plugin.spare_ready() }).await;
 }
 
 fn actions() -> Actions {
@@ -56,7 +50,7 @@ async fn a_spare_is_made_after_each_call_and_is_as_fresh_as_a_new_instance() {
             1,
             "a call in a spare sees no earlier call's globals"
         );
-        assert!(spare_made(&echo).await, "a spare is made after the call");
+        spare_made(&echo).await;
     }
     // A trap, a deadline or a memory limit ends its instance; the next call runs in a spare
     // made after it, and succeeds.
@@ -68,7 +62,7 @@ async fn a_spare_is_made_after_each_call_and_is_as_fresh_as_a_new_instance() {
     ] {
         let r = call(&hostile, bad.clone()).await;
         assert!(r.result.is_err(), "{bad}");
-        assert!(spare_made(&hostile).await, "after {bad}");
+        spare_made(&hostile).await;
         let r = call(&hostile, json!({"mode": "ok"})).await;
         assert_eq!(r.result.unwrap().data["ok"], true, "after {bad}");
     }
@@ -84,7 +78,7 @@ async fn no_spare_when_the_pool_is_half_full_and_calls_still_run() {
     let reg = load_all(&rt, &actions).await;
     let (echo, hostile) = (reg.get("echo").unwrap(), reg.get("hostile").unwrap());
     assert!(call(&echo, json!({"message": "a"})).await.result.is_ok());
-    assert!(spare_made(&echo).await);
+    spare_made(&echo).await;
     for _ in 0..3 {
         let r = call(&hostile, json!({"mode": "ok"})).await;
         assert_eq!(r.result.unwrap().data["ok"], true);
@@ -119,20 +113,15 @@ async fn an_unused_spare_is_dropped_after_prewarm_idle_ms() {
     let reg = load_all(&rt, &actions).await;
     let echo = reg.get("echo").unwrap();
     assert!(call(&echo, json!({"message": "a"})).await.result.is_ok());
-    assert!(spare_made(&echo).await);
-    let mut dropped = false;
-    for _ in 0..500 {
-        if !echo.spare_ready() {
-            dropped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(dropped, "the spare is dropped after 300 ms unused");
+    spare_made(&echo).await;
+    wait_until("the spare is dropped after 300 ms unused", || async {
+        !echo.spare_ready()
+    })
+    .await;
     // The next call instantiates on its own path, and a new spare follows it.
     let r = call(&echo, json!({"message": "b"})).await;
     assert_eq!(r.result.unwrap().data["calls_in_this_instance"], 1);
-    assert!(spare_made(&echo).await);
+    spare_made(&echo).await;
 }
 
 #[tokio::test]
@@ -157,18 +146,11 @@ async fn an_idle_reused_instance_is_dropped_after_reuse_idle_ms_without_another_
         "conv-a's instance waits for its next call"
     );
     // The action is not called again: only the background sweep can drop the instance.
-    let mut dropped = false;
-    for _ in 0..500 {
-        if echo.reused_idle() == 0 {
-            dropped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        dropped,
-        "the idle instance is dropped after 300 ms without a call"
-    );
+    wait_until(
+        "the idle instance is dropped after 300 ms without a call",
+        || async { echo.reused_idle() == 0 },
+    )
+    .await;
     let r = echo.invoke(c).await;
     assert_eq!(
         r.result.unwrap().data["calls_in_this_instance"],
@@ -201,7 +183,7 @@ async fn a_reset_slot_holds_nothing_of_a_call_that_wrote_hundreds_of_separate_pa
             assert_eq!(data["stale_bytes"], 0, "call {i} with [pool] {pool}");
             if !pool.contains("prewarm = false") {
                 // The background thread resets the slot, then makes the next spare.
-                assert!(spare_made(&hostile).await);
+                spare_made(&hostile).await;
             }
         }
     }
@@ -230,7 +212,7 @@ async fn a_call_that_finds_the_pool_full_gets_the_slots_of_the_spares() {
     );
     for spared in [&a, &b] {
         assert!(call(spared, json!({"message": "x"})).await.result.is_ok());
-        assert!(spare_made(spared).await);
+        spare_made(spared).await;
     }
     let in_conversation = |id: &str| {
         let mut call = callout::Call::tool(obj(json!({"message": "c"})));

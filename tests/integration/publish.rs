@@ -491,7 +491,7 @@ async fn the_watcher_publishes_only_versions_that_pass_and_the_override_is_recor
         without_cases("order-status-2", "w1"),
     )
     .unwrap();
-    crate::server::wait_until("the untested folder is refused", || async {
+    crate::support::wait_until("the untested folder is refused", || async {
         let admin: Value = s.get_json("/v1/admin/actions", ADMIN_KEY).await;
         admin["failures"].as_array().unwrap().iter().any(|f| {
             f["file"] == "order-status-2/action.toml"

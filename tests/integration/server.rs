@@ -262,21 +262,6 @@ pub fn uploadable_order_status(name: &str, description: &str) -> String {
     toml::to_string(&table).unwrap()
 }
 
-pub async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 #[tokio::test]
 async fn keys_and_scopes_guard_every_route_but_health_and_the_document() {
     let s = Served::start().await;

@@ -391,3 +391,19 @@ async fn slow(UrlPath(ms): UrlPath<u64>) -> impl IntoResponse {
 async fn big(UrlPath(bytes): UrlPath<usize>) -> impl IntoResponse {
     vec![b'x'; bytes]
 }
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after 30 s.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
