@@ -209,7 +209,7 @@ pub struct PoolLimits {
     /// one's 0.6 ms) or for the teardown of the previous one. A spare is instantiated and never
     /// called before its call, so isolation is that of a fresh instance. Costs one pool slot
     /// and the spare's resident memory per recently called action; spares are made only while
-    /// the pool is under half full. Default: true.
+    /// the pool is under half full, and dropped when a call finds it full. Default: true.
     pub prewarm: bool,
     /// A spare unused for this long is dropped, so actions that are no longer called hold no
     /// memory for it. Default: 60 000 (one minute).
