@@ -4,6 +4,11 @@
 // Each bench uses a part of this module.
 #![allow(dead_code)]
 
+/// With `--features mimalloc`, the allocator the `callout` binary then uses (src/main.rs).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::sync::Arc;
 
