@@ -14,8 +14,6 @@
 //! - memory growth failures trap (instead of returning -1, which Rust guests turn into an
 //!   `unreachable` abort with no explanation).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -92,25 +90,26 @@ pub fn pagemap_scan_is_safe(proc_swaps: &str) -> bool {
     !proc_swaps.lines().skip(1).any(|l| !l.trim().is_empty())
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread until dropped.
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread, for as long as the
+/// engine lives.
 ///
 /// A thread rather than a tokio task: the ticker must keep running when every runtime worker is
-/// busy inside a guest.
+/// busy inside a guest. It holds the engine weakly and ends at the first tick after the engine
+/// is gone, not when the [`crate::Runtime`] that started it is dropped: loaded actions keep the
+/// engine (and may outlive their runtime), and every call they make must still meet its
+/// deadline, or a looping plugin would spin for ever.
 pub struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: std::thread::JoinHandle<()>,
 }
 
 impl EpochTicker {
     /// Starts ticking `engine`.
     pub fn start(engine: &Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.weak();
-        let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("callout-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                loop {
                     std::thread::sleep(EPOCH_TICK);
                     match engine.upgrade() {
                         Some(e) => e.increment_epoch(),
@@ -119,19 +118,7 @@ impl EpochTicker {
                 }
             })
             .expect("spawn the epoch thread");
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Self { _thread: thread }
     }
 }
 

@@ -34,6 +34,25 @@ async fn good_call_still_works(echo: &Plugin) {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_is_stopped_by_the_deadline_even_after_its_runtime_is_dropped() {
+    // An embedder may keep its loaded actions and drop the `Runtime` that loaded them: their
+    // calls must still be stopped at the deadline (the epoch ticker lives as long as the
+    // engine, not as long as the `Runtime`).
+    let (reg, rt, _d, _a) = setup("deadline_ms = 300\n").await;
+    drop(rt);
+    let hostile = reg.get("hostile").unwrap();
+    let call = tokio::spawn(async move { call(&hostile, json!({"mode": "loop"})).await });
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), call)
+        .await
+        .expect("the loop was not stopped: nothing advanced the epoch")
+        .unwrap();
+    assert_eq!(
+        r.result.unwrap_err(),
+        Failure::Deadline { deadline_ms: 300 }
+    );
+}
+
 #[tokio::test]
 async fn infinite_loop_is_stopped_by_the_deadline() {
     let (reg, _rt, _d, _a) = setup("deadline_ms = 300\n").await;
