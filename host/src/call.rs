@@ -287,6 +287,14 @@ pub enum Failure {
         /// What was wrong.
         message: String,
     },
+    /// The host had no instance slot free for the call (its `[pool]` limits were all in use by
+    /// calls in flight): the plugin never ran, so trying again later is always safe. Chat-end
+    /// deliveries are retried after it whatever the action's `[on_error]` says.
+    #[error("the host is busy: {message}")]
+    Busy {
+        /// Which pool limit was reached, and the setting that raises it.
+        message: String,
+    },
 }
 
 impl Failure {
@@ -303,6 +311,7 @@ impl Failure {
             Self::MemoryLimit { .. } => "memory-limit",
             Self::Trap { .. } => "trap",
             Self::Contract { .. } => "contract",
+            Self::Busy { .. } => "busy",
         }
     }
 }

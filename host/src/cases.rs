@@ -183,7 +183,7 @@ pub fn tests_path(manifest: &Path) -> PathBuf {
 }
 
 fn check_outcome(outcome: &str) -> Result<(), String> {
-    const COARSE: [&str; 11] = [
+    const COARSE: [&str; 12] = [
         "ok",
         "needs-input",
         "invalid-input",
@@ -195,6 +195,7 @@ fn check_outcome(outcome: &str) -> Result<(), String> {
         "memory-limit",
         "trap",
         "contract",
+        "busy",
     ];
     if COARSE.contains(&outcome) || outcome.parse::<ErrorClass>().is_ok() {
         return Ok(());

@@ -80,11 +80,13 @@ pub enum ErrorClass {
     Internal,
     /// The plugin was stopped or broke the contract: deadline, memory limit, trap, contract.
     Trap,
+    /// The host had no instance slot free; the plugin never ran.
+    Busy,
 }
 
 impl ErrorClass {
     /// Every class, in the order error messages list them.
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 12] = [
         Self::Timeout,
         Self::Connect,
         Self::ServerError,
@@ -96,6 +98,7 @@ impl ErrorClass {
         Self::Denied,
         Self::Internal,
         Self::Trap,
+        Self::Busy,
     ];
 
     /// The name used in TOML and reports: `timeout`, `server-error`, ...
@@ -112,6 +115,7 @@ impl ErrorClass {
             Self::Denied => "denied",
             Self::Internal => "internal",
             Self::Trap => "trap",
+            Self::Busy => "busy",
         }
     }
 
@@ -156,7 +160,7 @@ impl FromStr for ErrorClass {
 /// The class of a failure, for the policy.
 ///
 /// `Upstream { kind }` is that kind's class; deadline, memory limit, trap and contract failures
-/// are all `trap`; a `NeedsInput` failure (the input gate refused the inputs before the plugin
+/// are all `trap`; a full instance pool is `busy`; a `NeedsInput` failure (the input gate refused the inputs before the plugin
 /// ran) is `invalid-input`.
 pub fn classify(f: &Failure) -> ErrorClass {
     match f {
@@ -176,6 +180,7 @@ pub fn classify(f: &Failure) -> ErrorClass {
         | Failure::MemoryLimit { .. }
         | Failure::Trap { .. }
         | Failure::Contract { .. } => ErrorClass::Trap,
+        Failure::Busy { .. } => ErrorClass::Busy,
     }
 }
 
@@ -590,6 +595,13 @@ mod tests {
                 },
                 ErrorClass::Trap,
             ),
+            (
+                Failure::Busy {
+                    message: "maximum concurrent limit of 1 for component instances reached"
+                        .into(),
+                },
+                ErrorClass::Busy,
+            ),
         ];
         for (failure, want) in cases {
             assert_eq!(classify(&failure), want, "{failure:?}");
@@ -611,7 +623,7 @@ mod tests {
             err,
             "\"5xx\" is not a failure class; use one of timeout, connect, server-error, \
              rate-limited, client-error, protocol, not-found, invalid-input, denied, internal, \
-             trap"
+             trap, busy"
         );
     }
 

@@ -811,6 +811,42 @@ impl Background {
         spares.len()
     }
 
+    /// Drops the instance that has been idle longest among those kept for conversations, across
+    /// the runtime's actions; returns whether there was one. For a call that found the pool full
+    /// with no spares left to drop.
+    fn drop_oldest_idle(&self) -> bool {
+        let live = self.shared.live_makers();
+        // Another call may take the chosen instance between the search and the removal; then
+        // search again (each round removes one instance or finds the pools empty).
+        loop {
+            let oldest = live
+                .iter()
+                .filter_map(|m| {
+                    let pool = m.warm.as_ref()?;
+                    pool.lock()
+                        .iter()
+                        .min_by_key(|(_, w)| w.idle_since)
+                        .map(|(conversation, w)| (w.idle_since, conversation.clone(), pool))
+                })
+                .min_by_key(|(since, ..)| *since);
+            let Some((since, conversation, pool)) = oldest else {
+                return false;
+            };
+            let taken = {
+                let mut idle = pool.lock();
+                match idle.get(&conversation) {
+                    Some(w) if w.idle_since == since => idle.remove(&conversation),
+                    _ => None,
+                }
+            };
+            // Dropped outside the lock: a store's drop returns its slot to the pool.
+            if let Some(w) = taken {
+                drop(w);
+                return true;
+            }
+        }
+    }
+
     /// Waits until every chore queued so far is done. The chores hold stores and actions, and
     /// through them the audit log: a process that exits right after its calls (`callout
     /// invoke`) must not leave them in the queue, or their audit events would never be written.
@@ -1286,32 +1322,59 @@ impl Plugin {
 
     /// Instantiates the action in `store`, for a call that has no spare or reused instance.
     ///
-    /// When the pool is full, the runtime's spare instances are dropped and instantiation is
-    /// tried once more, in a new store holding the same call: spares are made only while the
-    /// pool is under half full, but calls that start after a spare was made may still need its
-    /// slot, and a spare must never cost a call its instance.
+    /// When the pool is full, the call makes room and tries again, each time in a new store
+    /// holding the same call: first the runtime's spare instances are dropped (spares are made
+    /// only while the pool is under half full, but calls that start after a spare was made may
+    /// still need its slot, and a spare must never cost a call its instance); then, one at a
+    /// time and oldest first, the idle instances kept for conversations (`[limits] reuse`),
+    /// whose next call then starts in a fresh instance. Only when nothing idle is left does the
+    /// call fail with the pool's error.
     async fn instantiate_fresh(
         &self,
         store: &mut Store<InstanceState>,
     ) -> wasmtime::Result<bindings::ActionPlugin> {
-        match self.maker.pre.instantiate_async(&mut *store).await {
-            Err(e)
-                if e.chain()
-                    .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
-                    && self.maker.background.drop_spares() > 0 =>
-            {
-                tracing::debug!(action = %self.maker.name, "pool full: spares dropped, retrying: {e}");
-                // The failed store may hold part of the instance: replace it, which frees that.
-                let scope = store.data_mut().take_scope();
-                *store = self.maker.store(scope);
-                self.maker.pre.instantiate_async(&mut *store).await
+        let mut spares_dropped = false;
+        loop {
+            match self.maker.pre.instantiate_async(&mut *store).await {
+                Err(e)
+                    if e.chain()
+                        .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>()) =>
+                {
+                    let background = &self.maker.background;
+                    let freed = if !spares_dropped && background.drop_spares() > 0 {
+                        "the spare instances"
+                    } else if background.drop_oldest_idle() {
+                        "the oldest idle conversation instance"
+                    } else {
+                        return Err(e);
+                    };
+                    spares_dropped = true;
+                    tracing::debug!(action = %self.maker.name, "pool full: dropped {freed}, retrying: {e}");
+                    // The failed store may hold part of the instance: replace it, which frees
+                    // that.
+                    let scope = store.data_mut().take_scope();
+                    *store = self.maker.store(scope);
+                }
+                result => return result,
             }
-            result => result,
         }
     }
 
     /// Turns a trap (or host error) into the failure the caller sees.
     fn failure_of(&self, e: &wasmtime::Error, store: &Store<InstanceState>) -> Failure {
+        if e.chain()
+            .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+        {
+            return Failure::Busy {
+                message: format!(
+                    "{}; every instance slot is in use by calls in flight, and none was idle to \
+                     free. Raise the [pool] limits in callout.toml (total_component_instances, \
+                     total_core_instances, total_memories, total_tables), or send fewer calls \
+                     at once",
+                    first_line(e)
+                ),
+            };
+        }
         if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
             return Failure::Deadline {
                 deadline_ms: self.manifest.limits.deadline_ms,

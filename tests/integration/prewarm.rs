@@ -228,3 +228,84 @@ async fn a_call_that_finds_the_pool_full_gets_the_slots_of_the_spares() {
     assert!(r.result.is_ok(), "{:?}", r.result);
     assert!(!a.spare_ready() && !b.spare_ready(), "the spares made room");
 }
+
+#[tokio::test]
+async fn a_call_that_finds_the_pool_full_of_idle_conversations_drops_the_oldest() {
+    let actions = Actions::new();
+    actions.add(
+        "echo-c",
+        "name = \"echo-c\"\ncomponent = \"{echo}\"\n[limits]\nreuse = \"conversation\"\n",
+    );
+    let (rt, _data) = runtime_with_pool(
+        "prewarm = false\ntotal_component_instances = 2\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
+    );
+    let reg = load_all(&rt, &actions).await;
+    let c = reg.get("echo-c").unwrap();
+    let in_conversation = |id: &str| {
+        let mut call = callout::Call::tool(obj(json!({"message": "c"})));
+        call.conversation_id = Some(id.into());
+        call
+    };
+    for id in ["conv-1", "conv-2"] {
+        assert!(c.invoke(in_conversation(id)).await.result.is_ok());
+    }
+    assert_eq!(c.reused_idle(), 2, "two idle instances fill the pool of 2");
+    let reused = || {
+        let text = rt.metrics().render();
+        let needle = r#"callout_action_instances_total{action="echo-c",source="reused"} "#;
+        let line = text.lines().find(|l| l.starts_with(needle)).unwrap();
+        line[needle.len()..].trim().parse::<u64>().unwrap()
+    };
+    // A third conversation needs a slot: the oldest idle instance (conv-1's) makes room.
+    let r = c.invoke(in_conversation("conv-3")).await;
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(c.reused_idle(), 2, "one instance dropped, conv-3's kept");
+    // conv-2's instance is the one left: its next call reuses it.
+    let before = reused();
+    assert!(c.invoke(in_conversation("conv-2")).await.result.is_ok());
+    assert_eq!(
+        reused(),
+        before + 1,
+        "conv-2 kept its instance: conv-1's was the oldest"
+    );
+    // conv-1 comes back to a fresh instance, in the slot of the oldest idle one (conv-3's).
+    let r = c.invoke(in_conversation("conv-1")).await;
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(reused(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_finds_every_slot_held_by_calls_in_flight_fails_as_busy_naming_the_limit() {
+    let actions = actions();
+    let (rt, _data) = runtime_with_pool(
+        "prewarm = false\ntotal_component_instances = 1\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
+    );
+    let reg = load_all(&rt, &actions).await;
+    let (echo, hostile) = (reg.get("echo").unwrap(), reg.get("hostile").unwrap());
+    // The hostile action spins until its 500 ms deadline, holding the pool's only slot.
+    let spinning = tokio::spawn(async move { call(&hostile, json!({"mode": "loop"})).await });
+    wait_until("the spinning call has its instance", || async {
+        rt.metrics()
+            .render()
+            .contains(r#"callout_action_instances_total{action="hostile",source="fresh"} 1"#)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = call(&echo, json!({"message": "hi"})).await;
+    // Awaited before any assertion, so a failing one does not leave the loop running.
+    let spun = spinning.await.unwrap();
+    assert!(spun.result.is_err(), "the spinning call hit its deadline");
+    match &r.result {
+        Err(f @ callout::call::Failure::Busy { message }) => {
+            assert_eq!(f.class(), "busy");
+            assert!(
+                message.contains("component instances")
+                    && message.contains("total_component_instances"),
+                "the message names the limit and the setting: {message}"
+            );
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    // The slot is free again: the next call runs.
+    assert!(call(&echo, json!({"message": "hi"})).await.result.is_ok());
+}
