@@ -597,8 +597,7 @@ mod tests {
             ),
             (
                 Failure::Busy {
-                    message: "maximum concurrent limit of 1 for component instances reached"
-                        .into(),
+                    message: "maximum concurrent limit of 1 for component instances reached".into(),
                 },
                 ErrorClass::Busy,
             ),

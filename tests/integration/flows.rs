@@ -143,6 +143,11 @@ struct Wired {
 impl Wired {
     /// Wires the actions in `dir`, pointing those named in `names` at a fresh back end.
     async fn start(dir: &Path, names: &[&str]) -> Self {
+        Self::start_with(dir, names, |_| {}).await
+    }
+
+    /// [`Wired::start`] with the host config changed by `tweak` first.
+    async fn start_with(dir: &Path, names: &[&str], tweak: impl FnOnce(&mut HostConfig)) -> Self {
         let backend = DemoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)), new_token())
             .await
             .unwrap();
@@ -152,6 +157,7 @@ impl Wired {
             .collect();
         let mut config = small_pool_config();
         config.actions = HostConfig::parse(&overrides).unwrap().actions;
+        tweak(&mut config);
         let mut secrets = Secrets::default();
         for var in callout::demo::TOKEN_VARIABLES {
             secrets.insert(var, backend.token());
@@ -953,6 +959,71 @@ async fn an_order_number_extracted_from_a_message_fills_an_integer_input() {
     assert_eq!(turn.status, "ok", "{turn:#?}");
     assert_eq!(turn.say.as_deref(), Some("Order 123456 is shipped."));
     assert_eq!(w.received()[0].path, "/orders/123456");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_end_delivery_that_finds_the_host_busy_waits_for_a_slot_and_is_delivered() {
+    let w = Wired::start_with(example_actions(), &callout::demo::ACTIONS, |c| {
+        c.pool.total_component_instances = 1;
+        c.pool.prewarm = false;
+        c.outbox.retry_base_ms = 50;
+    })
+    .await;
+    // An action of the same runtime spins until its deadline, holding the pool's only slot.
+    let spinner = Actions::new();
+    spinner.add(
+        "hostile",
+        "name = \"hostile\"\ncomponent = \"{hostile}\"\n[limits]\ndeadline_ms = 1500\n",
+    );
+    let loaded = Registry::load_dir(&w._runtime, spinner.path())
+        .await
+        .unwrap();
+    let hostile = loaded.get("hostile").unwrap();
+    let spinning = tokio::spawn(async move { call(&hostile, json!({"mode": "loop"})).await });
+    let metrics = w._runtime.metrics().clone();
+    wait_until("the spinner has the slot", || async {
+        metrics
+            .render()
+            .contains(r#"callout_action_instances_total{action="hostile",source="fresh"} 1"#)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let chat = w.chat();
+    let mut values = Map::new();
+    values.insert("name".into(), json!("Ada Lovelace"));
+    values.insert("email".into(), json!("ada@example.com"));
+    let r = chat
+        .message(
+            None,
+            UserMessage {
+                text: "please have sales call me".into(),
+                intents: vec![],
+                values,
+            },
+        )
+        .await
+        .unwrap();
+    let done = chat
+        .end_and_wait(&r.conversation_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        spinning.await.unwrap().result.is_err(),
+        "the spinner hit its deadline"
+    );
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert_eq!(
+        done[0].delivery.state,
+        callout::outbox::State::Done,
+        "crm-lead does not list busy in its retry.on, and is retried all the same: {done:#?}"
+    );
+    let busy = done[0]
+        .attempts
+        .iter()
+        .filter(|a| a.error_class.as_deref() == Some("busy"))
+        .count();
+    assert!(busy >= 1, "an attempt found the host busy: {done:#?}");
+    assert_eq!(w.received().len(), 1, "delivered once");
 }
 
 #[tokio::test]
