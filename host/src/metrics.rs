@@ -3,8 +3,11 @@
 //! requests.
 //!
 //! One [`Metrics`] lives in each [`crate::Runtime`]; every call and every outbound attempt
-//! updates it (a few atomic operations, no allocation once a label set has been seen), and
-//! `GET /metrics` of `callout serve` renders it in the Prometheus text format.
+//! updates it, and `GET /metrics` of `callout serve` renders it in the Prometheus text format.
+//! The series a call updates every time (its instance's source, its latency, an `ok` outcome,
+//! an allowed request) are resolved once per action ([`ActionMetrics`]), so the call pays a few
+//! atomic operations and no label lookup or allocation; rarer outcomes and decisions look
+//! their series up by label.
 //!
 //! Label values come from the host (action names, trigger and class names, decisions), never
 //! from users, so the number of series stays bounded by the number of actions.
@@ -14,6 +17,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::call::Trigger;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -64,6 +69,81 @@ pub struct InstanceCounters {
     pub reused: Counter,
     /// Instantiated on the call's path.
     pub fresh: Counter,
+}
+
+/// One action's series, resolved when it is loaded ([`Metrics::action_metrics`]): what each
+/// call of the action updates without a label lookup. The `ok` counters, the latency and the
+/// allowed-request counter are made on first use, so `/metrics` shows the same series as
+/// before a call.
+#[derive(Debug, Clone)]
+pub struct ActionMetrics {
+    /// Where the action's calls got their instances (every series exists from the load on).
+    pub instances: InstanceCounters,
+    action: String,
+    /// By [`Trigger`]: tool-call, on-prompt, chat-end, test.
+    ok: [std::sync::OnceLock<Counter>; 4],
+    latency: std::sync::OnceLock<Histogram>,
+    allowed: std::sync::OnceLock<Counter>,
+    calls: Family<CallLabels, Counter>,
+    latency_family: LatencyFamily,
+    outbound: Family<OutboundLabels, Counter>,
+}
+
+impl ActionMetrics {
+    /// Counts one finished call of the action: `outcome` is `ok` or the failure's class.
+    /// The same series as [`Metrics::record_call`].
+    pub fn record_call(&self, trigger: Trigger, outcome: &str, elapsed_us: u64) {
+        if outcome == "ok" {
+            let slot = match trigger {
+                Trigger::ToolCall => 0,
+                Trigger::OnPrompt => 1,
+                Trigger::ChatEnd => 2,
+                Trigger::Test => 3,
+            };
+            self.ok[slot]
+                .get_or_init(|| self.call_counter(trigger.as_str(), "ok"))
+                .inc();
+        } else {
+            self.call_counter(trigger.as_str(), outcome).inc();
+        }
+        self.latency
+            .get_or_init(|| {
+                self.latency_family
+                    .get_or_create(&ActionLabel {
+                        action: self.action.clone(),
+                    })
+                    .clone()
+            })
+            .observe(elapsed_us as f64 / 1e6);
+    }
+
+    /// Counts one outbound attempt of the action by its policy decision. The same series as
+    /// [`Metrics::record_outbound`].
+    pub fn record_outbound(&self, decision: &str) {
+        let lookup = || {
+            self.outbound
+                .get_or_create(&OutboundLabels {
+                    action: self.action.clone(),
+                    decision: decision.to_string(),
+                })
+                .clone()
+        };
+        if decision == "allowed" {
+            self.allowed.get_or_init(lookup).inc();
+        } else {
+            lookup().inc();
+        }
+    }
+
+    fn call_counter(&self, trigger: &str, outcome: &str) -> Counter {
+        self.calls
+            .get_or_create(&CallLabels {
+                action: self.action.clone(),
+                trigger: trigger.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .clone()
+    }
 }
 
 /// The counters and histograms of one host process.
@@ -163,6 +243,20 @@ impl Metrics {
         }
     }
 
+    /// The series `action`'s calls update, resolved once (at load) instead of on every call.
+    pub fn action_metrics(&self, action: &str) -> ActionMetrics {
+        ActionMetrics {
+            instances: self.instance_counters(action),
+            action: action.to_string(),
+            ok: Default::default(),
+            latency: std::sync::OnceLock::new(),
+            allowed: std::sync::OnceLock::new(),
+            calls: self.calls.clone(),
+            latency_family: self.latency.clone(),
+            outbound: self.outbound.clone(),
+        }
+    }
+
     /// Counts one outbound attempt by its policy decision.
     pub fn record_outbound(&self, action: &str, decision: &str) {
         self.outbound
@@ -208,12 +302,21 @@ mod tests {
         instances.spare.inc();
         instances.fresh.inc();
         m.record_api("/v1/actions", 200);
+        // The same series through an action's resolved handles.
+        let cached = m.action_metrics("order-status");
+        cached.record_call(Trigger::ToolCall, "ok", 1000);
+        cached.record_call(Trigger::ChatEnd, "upstream", 1000);
+        cached.record_outbound("allowed");
+        cached.record_outbound("allowed");
+        cached.record_outbound("denied");
         let text = m.render();
         for needle in [
-            r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="ok"} 2"#,
+            r#"callout_action_calls_total{action="order-status",trigger="tool-call",outcome="ok"} 3"#,
             r#"outcome="not-found"} 1"#,
-            r#"callout_action_call_duration_seconds_count{action="order-status"} 3"#,
-            r#"callout_outbound_requests_total{action="order-status",decision="denied"} 1"#,
+            r#"callout_action_calls_total{action="order-status",trigger="chat-end",outcome="upstream"} 1"#,
+            r#"callout_action_call_duration_seconds_count{action="order-status"} 5"#,
+            r#"callout_outbound_requests_total{action="order-status",decision="denied"} 2"#,
+            r#"callout_outbound_requests_total{action="order-status",decision="allowed"} 2"#,
             r#"callout_action_instances_total{action="order-status",source="spare"} 2"#,
             r#"callout_action_instances_total{action="order-status",source="fresh"} 1"#,
             // Every series exists from the load on.

@@ -199,11 +199,17 @@ pub struct ActionHttp {
     bindings: Vec<policy::SecretBinding>,
     in_flight: Arc<tokio::sync::Semaphore>,
     signing: Option<String>,
+    /// The action's metrics series, where each attempt is counted by its decision.
+    metrics: Arc<crate::metrics::ActionMetrics>,
 }
 
 impl ActionHttp {
-    /// The grants and secrets of one action's manifest.
-    pub fn new(grants: HttpGrants, secrets: BTreeMap<String, SecretGrant>) -> Self {
+    /// The grants and secrets of one action's manifest, and its metrics series.
+    pub fn new(
+        grants: HttpGrants,
+        secrets: BTreeMap<String, SecretGrant>,
+        metrics: Arc<crate::metrics::ActionMetrics>,
+    ) -> Self {
         let bindings = secrets.values().map(|g| g.binding.clone()).collect();
         let in_flight = Arc::new(tokio::sync::Semaphore::new(grants.max_concurrent as usize));
         Self {
@@ -212,6 +218,7 @@ impl ActionHttp {
             bindings,
             in_flight,
             signing: None,
+            metrics,
         }
     }
 
@@ -725,9 +732,7 @@ impl InstanceState {
             bytes_out,
             bytes_in,
         };
-        self.http
-            .metrics()
-            .record_outbound(&event.action, event.decision.as_str());
+        self.grants.metrics.record_outbound(event.decision.as_str());
         match self.http.audit() {
             Some(log) => log.record(event),
             None => tracing::info!(

@@ -278,9 +278,14 @@ impl Runtime {
             .owned_by(&owner);
         let name: Arc<str> = Arc::from(manifest.name());
         let config = Arc::new(manifest.config.clone());
+        let metrics = Arc::new(self.http.metrics().action_metrics(manifest.name()));
         let http = Arc::new(
-            ActionHttp::new(manifest.http.clone(), manifest.secrets.clone())
-                .with_signing(manifest.raw.signing.as_ref().map(|s| s.secret.clone())),
+            ActionHttp::new(
+                manifest.http.clone(),
+                manifest.secrets.clone(),
+                metrics.clone(),
+            )
+            .with_signing(manifest.raw.signing.as_ref().map(|s| s.secret.clone())),
         );
         let maker = Arc::new(Maker {
             pre,
@@ -295,7 +300,7 @@ impl Runtime {
                     self.background.shared.pool.reuse_idle_ms,
                 ))
             }),
-            instances: self.http.metrics().instance_counters(manifest.name()),
+            metrics,
             background: self.background.clone(),
         });
         self.background.register(&maker);
@@ -577,8 +582,8 @@ struct Maker {
     spare: std::sync::Mutex<Option<Spare>>,
     /// Idle instances by conversation, when the manifest asks for reuse.
     warm: Option<WarmPool>,
-    /// Where this action's calls got their instances (the runtime's metrics).
-    instances: crate::metrics::InstanceCounters,
+    /// The runtime's metrics series of this action, resolved at load.
+    metrics: Arc<crate::metrics::ActionMetrics>,
     background: Background,
 }
 
@@ -1068,12 +1073,9 @@ impl Plugin {
             Ok(_) => "ok",
             Err(f) => f.class(),
         };
-        self.maker.shared.metrics().record_call(
-            &self.maker.name,
-            trigger.as_str(),
-            outcome,
-            report.elapsed_us,
-        );
+        self.maker
+            .metrics
+            .record_call(trigger, outcome, report.elapsed_us);
         report
     }
 
@@ -1235,10 +1237,17 @@ impl Plugin {
         let warm = reuse_key
             .as_deref()
             .and_then(|c| self.maker.warm.as_ref().and_then(|w| w.take(c)))
-            .map(|w| (w.store, w.instance, w.calls, &self.maker.instances.reused))
+            .map(|w| {
+                (
+                    w.store,
+                    w.instance,
+                    w.calls,
+                    &self.maker.metrics.instances.reused,
+                )
+            })
             .or_else(|| {
                 let spare = self.maker.spare().take();
-                spare.map(|s| (s.store, s.instance, 0, &self.maker.instances.spare))
+                spare.map(|s| (s.store, s.instance, 0, &self.maker.metrics.instances.spare))
             });
         let (mut store, mut instance, calls, source) = match warm {
             Some((mut store, instance, calls, source)) => {
@@ -1250,7 +1259,7 @@ impl Plugin {
                 self.maker.store(scope),
                 None,
                 0,
-                &self.maker.instances.fresh,
+                &self.maker.metrics.instances.fresh,
             ),
         };
         source.inc();
