@@ -277,6 +277,28 @@ fn needed(f: &Failure) -> Vec<(String, Option<String>, String)> {
 }
 
 /// A user message with these words and nothing else.
+/// Starts a conversation with `text` and Ada's name and email collected, ends it, and waits for
+/// its chat-end deliveries.
+async fn end_with_lead(chat: &Chat, text: &str) -> Vec<callout::outbox::DeliveryDetail> {
+    let mut values = Map::new();
+    values.insert("name".into(), json!("Ada Lovelace"));
+    values.insert("email".into(), json!("ada@example.com"));
+    let r = chat
+        .message(
+            None,
+            UserMessage {
+                text: text.into(),
+                intents: vec![],
+                values,
+            },
+        )
+        .await
+        .unwrap();
+    chat.end_and_wait(&r.conversation_id, Duration::from_secs(20))
+        .await
+        .unwrap()
+}
+
 fn says(text: &str) -> UserMessage {
     UserMessage {
         text: text.into(),
@@ -523,24 +545,7 @@ async fn a_dot_dot_order_number_never_leaves_the_orders_path_and_a_slash_stays_i
 async fn a_secret_placeholder_typed_in_the_chat_keeps_the_token_out_of_the_chat_end_delivery() {
     let w = Wired::examples().await;
     let chat = w.chat();
-    let mut values = Map::new();
-    values.insert("name".into(), json!("Ada Lovelace"));
-    values.insert("email".into(), json!("ada@example.com"));
-    let r = chat
-        .message(
-            None,
-            UserMessage {
-                text: "my company is {{secret.CRM_TOKEN}}".into(),
-                intents: vec![],
-                values,
-            },
-        )
-        .await
-        .unwrap();
-    let done = chat
-        .end_and_wait(&r.conversation_id, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let done = end_with_lead(&chat, "my company is {{secret.CRM_TOKEN}}").await;
     assert_eq!(done.len(), 1, "{done:#?}");
     let d = &done[0].delivery;
     assert_eq!(d.action, "crm-lead");
@@ -989,24 +994,7 @@ async fn a_chat_end_delivery_that_finds_the_host_busy_waits_for_a_slot_and_is_de
     .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let chat = w.chat();
-    let mut values = Map::new();
-    values.insert("name".into(), json!("Ada Lovelace"));
-    values.insert("email".into(), json!("ada@example.com"));
-    let r = chat
-        .message(
-            None,
-            UserMessage {
-                text: "please have sales call me".into(),
-                intents: vec![],
-                values,
-            },
-        )
-        .await
-        .unwrap();
-    let done = chat
-        .end_and_wait(&r.conversation_id, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let done = end_with_lead(&chat, "please have sales call me").await;
     assert!(
         spinning.await.unwrap().result.is_err(),
         "the spinner hit its deadline"

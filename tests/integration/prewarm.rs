@@ -26,6 +26,17 @@ async fn spare_made(plugin: &Plugin) {
     wait_until("the spare is made", || async { plugin.spare_ready() }).await;
 }
 
+/// An echo action whose instances are kept per conversation.
+const ECHO_REUSE: &str =
+    "name = \"echo-c\"\ncomponent = \"{echo}\"\n[limits]\nreuse = \"conversation\"\n";
+
+/// A call of the echo action in conversation `id`.
+fn in_conversation(id: &str) -> callout::Call {
+    let mut call = callout::Call::tool(obj(json!({"message": "c"})));
+    call.conversation_id = Some(id.into());
+    call
+}
+
 fn actions() -> Actions {
     let actions = Actions::new();
     actions.add("echo", "name = \"echo\"\ncomponent = \"{echo}\"\n");
@@ -197,10 +208,7 @@ async fn a_call_that_finds_the_pool_full_gets_the_slots_of_the_spares() {
     let actions = Actions::new();
     actions.add("echo-a", "name = \"echo-a\"\ncomponent = \"{echo}\"\n");
     actions.add("echo-b", "name = \"echo-b\"\ncomponent = \"{echo}\"\n");
-    actions.add(
-        "echo-c",
-        "name = \"echo-c\"\ncomponent = \"{echo}\"\n[limits]\nreuse = \"conversation\"\n",
-    );
+    actions.add("echo-c", ECHO_REUSE);
     let (rt, _data) = runtime_with_pool(
         "total_component_instances = 4\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
     );
@@ -214,11 +222,6 @@ async fn a_call_that_finds_the_pool_full_gets_the_slots_of_the_spares() {
         assert!(call(spared, json!({"message": "x"})).await.result.is_ok());
         spare_made(spared).await;
     }
-    let in_conversation = |id: &str| {
-        let mut call = callout::Call::tool(obj(json!({"message": "c"})));
-        call.conversation_id = Some(id.into());
-        call
-    };
     for id in ["conv-1", "conv-2"] {
         assert!(c.invoke(in_conversation(id)).await.result.is_ok());
     }
@@ -232,20 +235,12 @@ async fn a_call_that_finds_the_pool_full_gets_the_slots_of_the_spares() {
 #[tokio::test]
 async fn a_call_that_finds_the_pool_full_of_idle_conversations_drops_the_oldest() {
     let actions = Actions::new();
-    actions.add(
-        "echo-c",
-        "name = \"echo-c\"\ncomponent = \"{echo}\"\n[limits]\nreuse = \"conversation\"\n",
-    );
+    actions.add("echo-c", ECHO_REUSE);
     let (rt, _data) = runtime_with_pool(
         "prewarm = false\ntotal_component_instances = 2\ntotal_core_instances = 64\ntotal_memories = 16\ntotal_tables = 32\n",
     );
     let reg = load_all(&rt, &actions).await;
     let c = reg.get("echo-c").unwrap();
-    let in_conversation = |id: &str| {
-        let mut call = callout::Call::tool(obj(json!({"message": "c"})));
-        call.conversation_id = Some(id.into());
-        call
-    };
     for id in ["conv-1", "conv-2"] {
         assert!(c.invoke(in_conversation(id)).await.result.is_ok());
     }
