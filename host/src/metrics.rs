@@ -117,8 +117,8 @@ impl ActionMetrics {
             .observe(elapsed_us as f64 / 1e6);
     }
 
-    /// Counts one outbound attempt of the action by its policy decision. The same series as
-    /// [`Metrics::record_outbound`].
+    /// Counts one outbound attempt of the action by its policy decision
+    /// (`callout_outbound_requests_total{action,decision}`).
     pub fn record_outbound(&self, decision: &str) {
         let lookup = || {
             self.outbound
@@ -257,16 +257,6 @@ impl Metrics {
         }
     }
 
-    /// Counts one outbound attempt by its policy decision.
-    pub fn record_outbound(&self, action: &str, decision: &str) {
-        self.outbound
-            .get_or_create(&OutboundLabels {
-                action: action.to_string(),
-                decision: decision.to_string(),
-            })
-            .inc();
-    }
-
     /// Counts one request to the server (`route` is the route template, never the raw path).
     pub fn record_api(&self, route: &str, status: u16) {
         self.api
@@ -296,7 +286,6 @@ mod tests {
         m.record_call("order-status", "tool-call", "ok", 1500);
         m.record_call("order-status", "tool-call", "ok", 2500);
         m.record_call("order-status", "on-prompt", "not-found", 900);
-        m.record_outbound("order-status", "denied");
         let instances = m.instance_counters("order-status");
         instances.spare.inc();
         instances.spare.inc();
@@ -315,7 +304,7 @@ mod tests {
             r#"outcome="not-found"} 1"#,
             r#"callout_action_calls_total{action="order-status",trigger="chat-end",outcome="upstream"} 1"#,
             r#"callout_action_call_duration_seconds_count{action="order-status"} 5"#,
-            r#"callout_outbound_requests_total{action="order-status",decision="denied"} 2"#,
+            r#"callout_outbound_requests_total{action="order-status",decision="denied"} 1"#,
             r#"callout_outbound_requests_total{action="order-status",decision="allowed"} 2"#,
             r#"callout_action_instances_total{action="order-status",source="spare"} 2"#,
             r#"callout_action_instances_total{action="order-status",source="fresh"} 1"#,
