@@ -38,6 +38,7 @@
 //! - `variables`: exactly the variables the outcome set.
 //! - `reply`: what the user would see: the outcome's reply, the fallback message of a failure,
 //!   or for needs-input the questions asked, one per line.
+//! - `message`: text the failure's message must contain (the call must have failed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -98,6 +99,10 @@ pub struct Expect {
     /// What the user would see.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
+    /// Text the failure must say: a part of its message as reported (`not found: there is no
+    /// order 999999`), placeholders filled as in `request`. The call must have failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The request a case expects.
@@ -420,6 +425,22 @@ fn compare(expect: &Expect, report: &CallReport, fill: &dyn Fn(&str) -> String) 
             miss("reply", format!("{want:?}"), show(got.as_deref()));
         }
     }
+    if let Some(want) = &expect.message {
+        let want = fill(want);
+        match &report.result {
+            Err(f) if f.to_string().contains(&want) => {}
+            Err(f) => miss(
+                "message",
+                format!("a failure saying {want:?}"),
+                format!("{:?}", f.to_string()),
+            ),
+            Ok(_) => miss(
+                "message",
+                format!("a failure saying {want:?}"),
+                "ok (the call did not fail)".into(),
+            ),
+        }
+    }
     out
 }
 
@@ -614,6 +635,48 @@ mod tests {
         }
         let e = check_outcome("fine").unwrap_err();
         assert!(e.contains("not-found") && e.contains("timeout"), "{e}");
+    }
+
+    fn report(result: Result<crate::call::Outcome, Failure>) -> CallReport {
+        CallReport {
+            result,
+            idempotency_key: "test-case".into(),
+            recorded: Vec::new(),
+            responses: Vec::new(),
+            requests: Vec::new(),
+            output: Default::default(),
+            attempts: 1,
+            fallback: None,
+            elapsed_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_message_expectation_checks_the_failures_words() {
+        let expect = Expect {
+            message: Some("no order {{order}}".into()),
+            ..Expect::default()
+        };
+        let fill = |s: &str| s.replace("{{order}}", "999999");
+        let not_found = report(Err(Failure::NotFound {
+            message: "there is no order 999999".into(),
+        }));
+        assert!(compare(&expect, &not_found, &fill).is_empty());
+        let other = report(Err(Failure::NotFound {
+            message: "there is no order 123456".into(),
+        }));
+        let m = compare(&expect, &other, &fill);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].field, "message");
+        assert_eq!(m[0].expected, "a failure saying \"no order 999999\"");
+        assert_eq!(m[0].actual, "\"not found: there is no order 123456\"");
+        let ok = report(Ok(crate::call::Outcome {
+            data: json!({}),
+            reply: None,
+            variables: Map::new(),
+        }));
+        let m = compare(&expect, &ok, &fill);
+        assert_eq!(m[0].actual, "ok (the call did not fail)");
     }
 
     #[test]
