@@ -19,6 +19,10 @@
 //! `--action-only` leaves out the native requests and the calls at concurrency 1 (one each), so
 //! that `perf record` of the run profiles the action's calls at concurrency 16.
 //!
+//! `--rounds N` measures the c=16 pair (native requests, then the action's calls) N times,
+//! alternating, prints each round's ratio on stderr, and reports the round with the median
+//! ratio: on a noisy machine the ratio of one pair can move by a fifth.
+//!
 //! `--no-prewarm` loads the actions with `[pool] prewarm = false` (every call instantiates on
 //! its own path and drops its instance itself).
 //!
@@ -74,9 +78,13 @@ async fn native(client: &reqwest::Client, base: &str, token: &str, case: &Case) 
 fn main() {
     // SAFETY: single-threaded at this point, before any other thread starts.
     unsafe { std::env::remove_var("RUST_BACKTRACE") };
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
+    // The positional arguments: neither a flag nor the value after `--rounds`.
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || all[i - 1] != "--rounds"))
+        .map(|(_, a)| a.clone())
         .collect();
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let only: Option<String> = args.get(1).cloned();
@@ -84,6 +92,13 @@ fn main() {
     // `--action-only`: one call at concurrency 1 and one native request per task, so a
     // profile of the run is the action's calls at concurrency 16 (and the loading).
     let action_only = std::env::args().any(|a| a == "--action-only");
+    // `--rounds N`: the c=16 pair (native, then action) N times, alternating.
+    let rounds: usize = std::env::args()
+        .skip_while(|a| a != "--rounds")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -187,52 +202,68 @@ fn main() {
             }
             let (nm, am) = (median(&mut n), median(&mut a));
             let total = calls * 4;
-            let native_rate = {
-                let cpu = support::cpu_time();
-                let t = Instant::now();
-                let tasks: Vec<_> = (0..16)
-                    .map(|_| {
-                        let client = client.clone();
-                        let base = base.clone();
-                        let token = token.clone();
-                        let case = Case { action: case.action, method: case.method.clone(), path: case.path,
-                                          inputs: case.inputs.clone(), body: case.body.clone() };
-                        tokio::spawn(async move {
-                            for _ in 0..if action_only { 1 } else { total / 16 } {
-                                native(&client, &base, &token, &case).await;
-                            }
+            // Each round measures the native requests, then the action's calls, at c=16; with
+            // `--rounds N` the pairs alternate N times and the medians are reported.
+            let mut measured = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let native_rate = {
+                    let cpu = support::cpu_time();
+                    let t = Instant::now();
+                    let tasks: Vec<_> = (0..16)
+                        .map(|_| {
+                            let client = client.clone();
+                            let base = base.clone();
+                            let token = token.clone();
+                            let case = Case { action: case.action, method: case.method.clone(), path: case.path,
+                                              inputs: case.inputs.clone(), body: case.body.clone() };
+                            tokio::spawn(async move {
+                                for _ in 0..if action_only { 1 } else { total / 16 } {
+                                    native(&client, &base, &token, &case).await;
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                let rate = total as f64 / t.elapsed().as_secs_f64();
-                (rate, (support::cpu_time() - cpu) / total as u32)
-            };
-            let action_rate = {
-                let cpu = support::cpu_time();
-                let t = Instant::now();
-                let tasks: Vec<_> = (0..16)
-                    .map(|i| {
-                        let plugin = Arc::clone(&plugin);
-                        let mut call = call.clone();
-                        if reuse {
-                            call.conversation_id = Some(format!("bench-conversation-{i}"));
-                        }
-                        tokio::spawn(async move {
-                            for _ in 0..total / 16 {
-                                assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    let rate = total as f64 / t.elapsed().as_secs_f64();
+                    (rate, (support::cpu_time() - cpu) / total as u32)
+                };
+                let action_rate = {
+                    let cpu = support::cpu_time();
+                    let t = Instant::now();
+                    let tasks: Vec<_> = (0..16)
+                        .map(|i| {
+                            let plugin = Arc::clone(&plugin);
+                            let mut call = call.clone();
+                            if reuse {
+                                call.conversation_id = Some(format!("bench-conversation-{i}"));
                             }
+                            tokio::spawn(async move {
+                                for _ in 0..total / 16 {
+                                    assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
+                                }
+                            })
                         })
-                    })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    let rate = total as f64 / t.elapsed().as_secs_f64();
+                    (rate, (support::cpu_time() - cpu) / total as u32)
+                };
+                measured.push((native_rate, action_rate));
+            }
+            if rounds > 1 {
+                let ratios: Vec<String> = measured
+                    .iter()
+                    .map(|((n, _), (a, _))| format!("{:.2}", a / n))
                     .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                let rate = total as f64 / t.elapsed().as_secs_f64();
-                (rate, (support::cpu_time() - cpu) / total as u32)
-            };
+                eprintln!("{}: ratio per round at c=16: {}", case.action, ratios.join(" "));
+            }
+            // The round whose ratio is the median (the other columns are that round's).
+            measured.sort_by(|((n1, _), (a1, _)), ((n2, _), (a2, _))| (a1 / n1).total_cmp(&(a2 / n2)));
+            let (native_rate, action_rate) = measured[measured.len() / 2];
             let ((native_rate, native_cpu), (action_rate, action_cpu)) = (native_rate, action_rate);
             println!(
                 "| {} | {mode} | {nm:.1?} | {am:.1?} | {:.1?} | {native_rate:.0} | {action_rate:.0} | {:.2} | {native_cpu:.1?} | {action_cpu:.1?} |",
