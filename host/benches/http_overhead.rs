@@ -21,7 +21,8 @@
 //!
 //! `--rounds N` measures the c=16 pair (native requests, then the action's calls) N times,
 //! alternating, prints each round's ratio on stderr, and reports the round with the median
-//! ratio: on a noisy machine the ratio of one pair can move by a fifth.
+//! ratio (the upper middle one for an even N; use an odd N): on a noisy machine the ratio of one
+//! pair can move by a fifth.
 //!
 //! `--no-prewarm` loads the actions with `[pool] prewarm = false` (every call instantiates on
 //! its own path and drops its instance itself).
@@ -93,8 +94,9 @@ fn main() {
     // profile of the run is the action's calls at concurrency 16 (and the loading).
     let action_only = std::env::args().any(|a| a == "--action-only");
     // `--rounds N`: the c=16 pair (native, then action) N times, alternating.
-    let rounds: usize = std::env::args()
-        .skip_while(|a| a != "--rounds")
+    let rounds: usize = all
+        .iter()
+        .skip_while(|a| *a != "--rounds")
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(1)
@@ -206,53 +208,33 @@ fn main() {
             // `--rounds N` the pairs alternate N times and the medians are reported.
             let mut measured = Vec::with_capacity(rounds);
             for _ in 0..rounds {
-                let native_rate = {
-                    let cpu = support::cpu_time();
-                    let t = Instant::now();
-                    let tasks: Vec<_> = (0..16)
-                        .map(|_| {
-                            let client = client.clone();
-                            let base = base.clone();
-                            let token = token.clone();
-                            let case = Case { action: case.action, method: case.method.clone(), path: case.path,
-                                              inputs: case.inputs.clone(), body: case.body.clone() };
-                            tokio::spawn(async move {
-                                for _ in 0..if action_only { 1 } else { total / 16 } {
-                                    native(&client, &base, &token, &case).await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
+                let native_round = at_c16(total, |_| {
+                    let client = client.clone();
+                    let base = base.clone();
+                    let token = token.clone();
+                    let case = Case { action: case.action, method: case.method.clone(), path: case.path,
+                                      inputs: case.inputs.clone(), body: case.body.clone() };
+                    tokio::spawn(async move {
+                        for _ in 0..if action_only { 1 } else { total / 16 } {
+                            native(&client, &base, &token, &case).await;
+                        }
+                    })
+                })
+                .await;
+                let action_round = at_c16(total, |i| {
+                    let plugin = Arc::clone(&plugin);
+                    let mut call = call.clone();
+                    if reuse {
+                        call.conversation_id = Some(format!("bench-conversation-{i}"));
                     }
-                    let rate = total as f64 / t.elapsed().as_secs_f64();
-                    (rate, (support::cpu_time() - cpu) / total as u32)
-                };
-                let action_rate = {
-                    let cpu = support::cpu_time();
-                    let t = Instant::now();
-                    let tasks: Vec<_> = (0..16)
-                        .map(|i| {
-                            let plugin = Arc::clone(&plugin);
-                            let mut call = call.clone();
-                            if reuse {
-                                call.conversation_id = Some(format!("bench-conversation-{i}"));
-                            }
-                            tokio::spawn(async move {
-                                for _ in 0..total / 16 {
-                                    assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
-                    let rate = total as f64 / t.elapsed().as_secs_f64();
-                    (rate, (support::cpu_time() - cpu) / total as u32)
-                };
-                measured.push((native_rate, action_rate));
+                    tokio::spawn(async move {
+                        for _ in 0..total / 16 {
+                            assert!(plugin.invoke_once(call.clone()).await.result.is_ok());
+                        }
+                    })
+                })
+                .await;
+                measured.push((native_round, action_round));
             }
             if rounds > 1 {
                 let ratios: Vec<String> = measured
@@ -263,8 +245,7 @@ fn main() {
             }
             // The round whose ratio is the median (the other columns are that round's).
             measured.sort_by(|((n1, _), (a1, _)), ((n2, _), (a2, _))| (a1 / n1).total_cmp(&(a2 / n2)));
-            let (native_rate, action_rate) = measured[measured.len() / 2];
-            let ((native_rate, native_cpu), (action_rate, action_cpu)) = (native_rate, action_rate);
+            let ((native_rate, native_cpu), (action_rate, action_cpu)) = measured[measured.len() / 2];
             println!(
                 "| {} | {mode} | {nm:.1?} | {am:.1?} | {:.1?} | {native_rate:.0} | {action_rate:.0} | {:.2} | {native_cpu:.1?} | {action_cpu:.1?} |",
                 case.action,
@@ -273,6 +254,22 @@ fn main() {
             );
         }
     });
+}
+
+/// Runs the 16 tasks `task(0..16)` to their end; returns `total` over the wall time (calls or
+/// requests per second) and the CPU of all the process's threads per call.
+async fn at_c16(
+    total: usize,
+    task: impl FnMut(usize) -> tokio::task::JoinHandle<()>,
+) -> (f64, Duration) {
+    let cpu = support::cpu_time();
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..16).map(task).collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rate = total as f64 / t.elapsed().as_secs_f64();
+    (rate, (support::cpu_time() - cpu) / total as u32)
 }
 
 /// Copies the actions of `from` into `to` with `[limits] reuse = "conversation"` and their

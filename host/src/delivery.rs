@@ -273,9 +273,7 @@ impl Deliverer {
                     status,
                     message: Some(failure.to_string()),
                 };
-                // A busy host is no fault of the action's: the event waits for a free slot,
-                // whatever `[on_error]` says.
-                if matches!(failure, Failure::Busy { .. }) || plugin.retries(&failure) {
+                if plugin.retries(&failure) {
                     retry_later(outcome, retry_after_ms)
                 } else {
                     (outcome, Next::Dead)

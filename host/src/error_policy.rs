@@ -160,8 +160,8 @@ impl FromStr for ErrorClass {
 /// The class of a failure, for the policy.
 ///
 /// `Upstream { kind }` is that kind's class; deadline, memory limit, trap and contract failures
-/// are all `trap`; a full instance pool is `busy`; a `NeedsInput` failure (the input gate refused the inputs before the plugin
-/// ran) is `invalid-input`.
+/// are all `trap`; a full instance pool is `busy`; a `NeedsInput` failure (the input gate
+/// refused the inputs before the plugin ran) is `invalid-input`.
 pub fn classify(f: &Failure) -> ErrorClass {
     match f {
         Failure::Upstream { kind, .. } => match kind {

@@ -58,6 +58,31 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
 }
 
+/// The `callout_action_calls_total` series of one action, trigger and outcome.
+fn call_counter(
+    calls: &Family<CallLabels, Counter>,
+    action: &str,
+    trigger: &str,
+    outcome: &str,
+) -> Counter {
+    calls
+        .get_or_create(&CallLabels {
+            action: action.to_string(),
+            trigger: trigger.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .clone()
+}
+
+/// The `callout_action_call_duration_seconds` histogram of one action.
+fn latency_of(latency: &LatencyFamily, action: &str) -> Histogram {
+    latency
+        .get_or_create(&ActionLabel {
+            action: action.to_string(),
+        })
+        .clone()
+}
+
 /// Where one action's calls got their instances: `callout_action_instances_total{action,
 /// source}`. Many `fresh` beside `spare` means the spares stand aside (every core busy, the
 /// pool half full, or `[pool] prewarm = false`), so calls wait for their instantiation.
@@ -101,19 +126,13 @@ impl ActionMetrics {
                 Trigger::Test => 3,
             };
             self.ok[slot]
-                .get_or_init(|| self.call_counter(trigger.as_str(), "ok"))
+                .get_or_init(|| call_counter(&self.calls, &self.action, trigger.as_str(), "ok"))
                 .inc();
         } else {
-            self.call_counter(trigger.as_str(), outcome).inc();
+            call_counter(&self.calls, &self.action, trigger.as_str(), outcome).inc();
         }
         self.latency
-            .get_or_init(|| {
-                self.latency_family
-                    .get_or_create(&ActionLabel {
-                        action: self.action.clone(),
-                    })
-                    .clone()
-            })
+            .get_or_init(|| latency_of(&self.latency_family, &self.action))
             .observe(elapsed_us as f64 / 1e6);
     }
 
@@ -133,16 +152,6 @@ impl ActionMetrics {
         } else {
             lookup().inc();
         }
-    }
-
-    fn call_counter(&self, trigger: &str, outcome: &str) -> Counter {
-        self.calls
-            .get_or_create(&CallLabels {
-                action: self.action.clone(),
-                trigger: trigger.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .clone()
     }
 }
 
@@ -208,26 +217,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one finished action call: `outcome` is `ok` or the failure's class.
+    /// Counts one finished action call: `outcome` is `ok` or the failure's class. For callers
+    /// without the action's [`ActionMetrics`] (a delivery whose action may be gone); calls of
+    /// a loaded action go through [`ActionMetrics::record_call`], which skips the lookup.
     pub fn record_call(&self, action: &str, trigger: &str, outcome: &str, elapsed_us: u64) {
-        self.calls
-            .get_or_create(&CallLabels {
-                action: action.to_string(),
-                trigger: trigger.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&ActionLabel {
-                action: action.to_string(),
-            })
-            .observe(elapsed_us as f64 / 1e6);
+        call_counter(&self.calls, action, trigger, outcome).inc();
+        latency_of(&self.latency, action).observe(elapsed_us as f64 / 1e6);
     }
 
     /// The counters of where `action`'s calls got their instances, made once at load so that
     /// counting a call is one atomic increment (no label lookup on the call's path). All three
     /// series exist from the load on, at 0.
-    pub fn instance_counters(&self, action: &str) -> InstanceCounters {
+    fn instance_counters(&self, action: &str) -> InstanceCounters {
         let counter = |source: &str| {
             self.instances
                 .get_or_create(&InstanceLabels {

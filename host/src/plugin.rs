@@ -931,15 +931,18 @@ impl Plugin {
         }
     }
 
-    /// Whether the action's `[on_error]` retries failures of this class (default: timeout,
-    /// connect, server-error, rate-limited). The outbox retries exactly these, on its own
-    /// schedule.
+    /// Whether the outbox tries a failed delivery again, on its own schedule: for the classes
+    /// the action's `[on_error]` retries (default: timeout, connect, server-error,
+    /// rate-limited), and always for `busy` (the host had no free instance slot; the action
+    /// never ran, so the event waits for a slot whatever `[on_error]` says).
     pub fn retries(&self, failure: &Failure) -> bool {
-        self.manifest
-            .on_error
-            .retry
-            .on
-            .contains(&crate::error_policy::classify(failure))
+        matches!(failure, Failure::Busy { .. })
+            || self
+                .manifest
+                .on_error
+                .retry
+                .on
+                .contains(&crate::error_policy::classify(failure))
     }
 
     /// Makes a fresh instance (a store with the action's limits, instantiated from its
@@ -1345,10 +1348,7 @@ impl Plugin {
         let mut spares_dropped = false;
         loop {
             match self.maker.pre.instantiate_async(&mut *store).await {
-                Err(e)
-                    if e.chain()
-                        .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>()) =>
-                {
+                Err(e) if pool_full(&e) => {
                     let background = &self.maker.background;
                     let freed = if !spares_dropped && background.drop_spares() > 0 {
                         "the spare instances"
@@ -1371,9 +1371,7 @@ impl Plugin {
 
     /// Turns a trap (or host error) into the failure the caller sees.
     fn failure_of(&self, e: &wasmtime::Error, store: &Store<InstanceState>) -> Failure {
-        if e.chain()
-            .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
-        {
+        if pool_full(e) {
             return Failure::Busy {
                 message: format!(
                     "{}; every instance slot is in use by calls in flight, and none was idle to \
@@ -1418,6 +1416,13 @@ impl Plugin {
         }
         Failure::Trap { message }
     }
+}
+
+/// Whether `e` is the pooling allocator refusing an instance because one of its limits is in
+/// use (`[pool]` in callout.toml): what a call makes room for, or reports as `busy`.
+fn pool_full(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
 fn convert_outcome(o: bindings::Outcome) -> Result<Outcome, Failure> {

@@ -984,15 +984,7 @@ async fn a_chat_end_delivery_that_finds_the_host_busy_waits_for_a_slot_and_is_de
         .await
         .unwrap();
     let hostile = loaded.get("hostile").unwrap();
-    let spinning = tokio::spawn(async move { call(&hostile, json!({"mode": "loop"})).await });
-    let metrics = w._runtime.metrics().clone();
-    wait_until("the spinner has the slot", || async {
-        metrics
-            .render()
-            .contains(r#"callout_action_instances_total{action="hostile",source="fresh"} 1"#)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let spinning = spin_holding_a_slot(&w._runtime, hostile).await;
     let chat = w.chat();
     let done = end_with_lead(&chat, "please have sales call me").await;
     assert!(

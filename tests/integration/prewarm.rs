@@ -245,12 +245,7 @@ async fn a_call_that_finds_the_pool_full_of_idle_conversations_drops_the_oldest(
         assert!(c.invoke(in_conversation(id)).await.result.is_ok());
     }
     assert_eq!(c.reused_idle(), 2, "two idle instances fill the pool of 2");
-    let reused = || {
-        let text = rt.metrics().render();
-        let needle = r#"callout_action_instances_total{action="echo-c",source="reused"} "#;
-        let line = text.lines().find(|l| l.starts_with(needle)).unwrap();
-        line[needle.len()..].trim().parse::<u64>().unwrap()
-    };
+    let reused = || instances_counted(&rt.metrics().render(), "echo-c", "reused").unwrap();
     // A third conversation needs a slot: the oldest idle instance (conv-1's) makes room.
     let r = c.invoke(in_conversation("conv-3")).await;
     assert!(r.result.is_ok(), "{:?}", r.result);
@@ -278,14 +273,7 @@ async fn a_call_that_finds_every_slot_held_by_calls_in_flight_fails_as_busy_nami
     let reg = load_all(&rt, &actions).await;
     let (echo, hostile) = (reg.get("echo").unwrap(), reg.get("hostile").unwrap());
     // The hostile action spins until its 500 ms deadline, holding the pool's only slot.
-    let spinning = tokio::spawn(async move { call(&hostile, json!({"mode": "loop"})).await });
-    wait_until("the spinning call has its instance", || async {
-        rt.metrics()
-            .render()
-            .contains(r#"callout_action_instances_total{action="hostile",source="fresh"} 1"#)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let spinning = spin_holding_a_slot(&rt, hostile).await;
     let r = call(&echo, json!({"message": "hi"})).await;
     // Awaited before any assertion, so a failing one does not leave the loop running.
     let spun = spinning.await.unwrap();

@@ -433,14 +433,7 @@ async fn actions_are_listed_with_schemas_and_invoked_as_tools() {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
     // Loading makes no spare: the action's first call instantiates on its own path.
-    let fresh = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                r#"callout_action_instances_total{action="order-status",source="fresh"} "#,
-            )
-        })
-        .and_then(|n| n.trim().parse::<u64>().ok());
+    let fresh = crate::support::instances_counted(&text, "order-status", "fresh");
     assert!(fresh.is_some_and(|n| n >= 1), "{fresh:?} in\n{text}");
     s.stop().await;
 }

@@ -407,3 +407,32 @@ where
     }
     panic!("timed out waiting until {what}");
 }
+
+/// How many of `action`'s calls got their instance from `source` (`spare`, `reused` or
+/// `fresh`), read from a rendering of the metrics (`GET /metrics`, or `Metrics::render`).
+pub fn instances_counted(metrics_text: &str, action: &str, source: &str) -> Option<u64> {
+    let series =
+        format!("callout_action_instances_total{{action=\"{action}\",source=\"{source}\"}} ");
+    metrics_text
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Starts a call of the test plugin `hostile` (loaded with no spare) that spins until its
+/// deadline, and returns once the call has taken its instance: the pool slot it holds stays
+/// taken until the deadline. Await the handle before any assertion that may fail, so a failing
+/// test does not leave the loop running.
+pub async fn spin_holding_a_slot(
+    runtime: &Runtime,
+    hostile: Arc<Plugin>,
+) -> tokio::task::JoinHandle<CallReport> {
+    let spinning = tokio::spawn(async move { call(&hostile, json!({"mode": "loop"})).await });
+    wait_until("the spinning call has its instance", || async {
+        instances_counted(&runtime.metrics().render(), "hostile", "fresh") == Some(1)
+    })
+    .await;
+    // Counted just before instantiating: give it the moment to take the slot.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    spinning
+}
